@@ -1,0 +1,246 @@
+"""Run parameters: one pydantic schema shared by the CLI, the pipeline and the notebooks.
+
+A params file is YAML with the sections below. Unknown keys and bad values are errors that name the
+file, the field and the value (see :func:`load_params`). Every section has defaults, so a file only
+says what differs from the CPU default.
+
+Ownership note for contributors: each section class belongs to the module named in its docstring;
+add fields there with a default, never rename existing ones without updating params/*.yaml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from factacq.errors import FactacqError
+
+SCENARIOS = ("paraphrase", "duplicate", "once")
+GROUPS = SCENARIOS + ("control",)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KnowledgeParams(Section):
+    """Injected knowledge (factacq.knowledge, factacq.generate)."""
+
+    # a path (paper json or factacq jsonl), "hf:<dataset id>" or "generate:<n>[,seed=S]"
+    source: str = "generate:40"
+    # generator options (used when source is generate:...)
+    passage_words: tuple[int, int] = (60, 100)
+    n_paraphrases: int = Field(9, ge=0)
+    # items per group: counts (ints) or fractions of the items (floats summing to <= 1).
+    # Items left over are spares: loaded, addressable, never injected nor probed.
+    assign: dict[Literal["paraphrase", "duplicate", "once", "control"], float] = Field(
+        default_factory=lambda: {"paraphrase": 10, "duplicate": 10, "once": 10, "control": 10}
+    )
+    # explicit item ids per group; overrides `assign` for the groups it names
+    ids: dict[Literal["paraphrase", "duplicate", "once", "control"], list[str]] = Field(
+        default_factory=dict
+    )
+    assign_seed: int = 0
+
+
+class CorpusParams(Section):
+    """Background corpus and packed token stream (factacq.corpus)."""
+
+    # "default" (offline English mixture), a path (file/folder of .txt, .jsonl, .parquet) or "hf:<id>"
+    source: str = "default"
+    text_column: str = "text"
+    hf_split: str = "train"
+    hf_config: str | None = None
+    max_documents: int | None = None
+    # continue on a split the base never saw (not the default: see docs/architecture.md)
+    heldout: bool = False
+    heldout_fraction: float = Field(0.05, gt=0, lt=1)
+
+
+class TokenizerParams(Section):
+    """BPE tokenizer (factacq.tokenizer). Ignored for HF models, which bring their own."""
+
+    vocab_size: int = Field(4096, ge=256)
+    path: str | None = None  # an existing HF tokenizer folder or hub id instead of training one
+
+
+class ModelParams(Section):
+    """Model (factacq.models): an OLMo-architecture preset built from config, or any causal LM."""
+
+    preset: Literal["tiny", "small", "base"] | None = "tiny"
+    name_or_path: str | None = None  # local folder or hub id, e.g. allenai/OLMo-1B-hf
+    revision: str | None = None  # e.g. an intermediate-step branch of OLMo
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: fp32 on CPU, bf16 autocast on GPU
+
+    @model_validator(mode="after")
+    def _one_model(self):
+        if self.name_or_path is not None and self.preset is not None:
+            object.__setattr__(self, "preset", None)
+        if self.name_or_path is None and self.preset is None:
+            raise ValueError("set model.preset or model.name_or_path")
+        return self
+
+
+class OptimParams(Section):
+    """Optimizer and LR schedule (factacq.train)."""
+
+    lr: float = Field(3e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.1, ge=0)
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0
+    warmup_steps: int = Field(50, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    # the schedule's horizon in steps; null = pretrain.steps (OLMo: the full planned run)
+    total_steps: int | None = None
+
+
+class PretrainParams(Section):
+    """Base pretraining (factacq.train)."""
+
+    seq_len: int = Field(128, ge=8)
+    batch_size: int = Field(32, ge=1)  # global rows per optimizer step
+    micro_batch_size: int | None = None  # rows per forward pass; null = batch_size
+    steps: int = Field(1000, ge=1)
+    # named stage checkpoints (name -> step), e.g. early / mid / late
+    stages: dict[str, int] = Field(default_factory=lambda: {"early": 250, "mid": 500, "late": 1000})
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _stages_in_range(self):
+        for name, step in self.stages.items():
+            if not 0 < step <= self.steps:
+                raise ValueError(f"stage {name!r} at step {step} is outside 1..{self.steps}")
+        return self
+
+
+class ScenarioSchedule(Section):
+    count: int = Field(10, ge=1)
+    interval: int = Field(100, ge=1)
+
+
+class InjectParams(Section):
+    """Knowledge injection run (factacq.inject)."""
+
+    stage: str = "late"  # a pretrain stage name, or a model path for HF models
+    first_step: int = Field(1, ge=1)  # run step of the first injection (t_pre = first_step)
+    paraphrase: ScenarioSchedule = ScenarioSchedule()
+    duplicate: ScenarioSchedule = ScenarioSchedule()
+    # the once group is injected a single time, at first_step
+    stagger: int = Field(0, ge=0)  # steps between consecutive items' first injections
+    # fully explicit schedule: item id -> list of steps (overrides the presets for those items)
+    explicit: dict[str, list[int]] = Field(default_factory=dict)
+    steps_after_last: int = Field(500, ge=0)  # training steps after the last injection
+    batch_size: int | None = None  # rows per step in the run; null = pretrain.batch_size
+    max_row_fraction: float = Field(0.5, gt=0, le=1)  # refuse plans needing more of a batch
+    reset_optimizer: bool = False
+    constant_lr: float | None = None  # hold the LR at this value instead of the restored schedule
+    checkpoint_every: int = Field(200, ge=1)
+    seed: int = 0
+
+
+class ProbeParams(Section):
+    """Probe schedule and scoring (factacq.probe)."""
+
+    window: int = Field(50, ge=1)  # t_w: dense probing for this many steps after each injection
+    every_step: bool = False  # the paper's full logging
+    log_points: int = Field(30, ge=0)  # log-spaced probe steps after the last window
+    batch_size: int = Field(256, ge=1)  # probes per forward pass
+    foils: Literal["none", "first_token", "full"] = "first_token"
+    n_foils: int = Field(4, ge=0)
+
+
+class AnalysisParams(Section):
+    """Metrics and fits (factacq.metrics, factacq.fits)."""
+
+    window: int | None = None  # t_w for t_LAM; null = probe.window
+    iqr_factor: float = Field(1.5, gt=0)  # paper text: 1.5; official code: 2.0
+    bootstrap: int = Field(1000, ge=0)
+    ci: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+
+
+class Params(Section):
+    name: str = "default"
+    notes: str = ""
+    knowledge: KnowledgeParams = KnowledgeParams()
+    corpus: CorpusParams = CorpusParams()
+    tokenizer: TokenizerParams = TokenizerParams()
+    model: ModelParams = ModelParams()
+    optim: OptimParams = OptimParams()
+    pretrain: PretrainParams = PretrainParams()
+    inject: InjectParams = InjectParams()
+    probe: ProbeParams = ProbeParams()
+    analysis: AnalysisParams = AnalysisParams()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    output_dir: str = "outputs"
+    cache_dir: str = ".cache"
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of the named sections (all if none), for cache keys."""
+        data = self.model_dump(mode="json")
+        if sections:
+            data = {s: data[s] for s in sections}
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(x) for x in loc)
+
+
+def parse_params(data: object, source: str = "<params>") -> Params:
+    """Validate a mapping as :class:`Params`; errors name the source, field and value."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise FactacqError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _format_loc(err["loc"]) or "<top>"
+        if err["type"] == "extra_forbidden":
+            msg = f"{source}: unknown key {field!r}"
+        else:
+            msg = f"{source}: field {field!r}: {err['msg']} (got {err.get('input')!r})"
+        more = len(exc.errors()) - 1
+        if more:
+            msg += f" (+{more} more error{'s' if more > 1 else ''})"
+        raise FactacqError(msg) from None
+
+
+def load_params(path: str | Path, overrides: dict | None = None) -> Params:
+    """Load and validate a params YAML file; ``overrides`` is a nested dict merged on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise FactacqError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise FactacqError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+    if overrides:
+        data = _merge(data or {}, overrides)
+    return parse_params(data, str(path))
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dump_params(params: Params) -> str:
+    return yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False)
