@@ -72,7 +72,7 @@ class TokenizerParams(Section):
 class ModelParams(Section):
     """Model (factacq.models): an OLMo-architecture preset built from config, or any causal LM."""
 
-    preset: Literal["tiny", "small", "base"] | None = "tiny"
+    preset: Literal["micro", "tiny", "small", "base"] | None = "tiny"  # micro: tests only
     name_or_path: str | None = None  # local folder or hub id, e.g. allenai/OLMo-1B-hf
     revision: str | None = None  # e.g. an intermediate-step branch of OLMo
     trust_remote_code: bool = False
