@@ -1,0 +1,275 @@
+"""The papermill pipeline: a condition is a params file; running it renders the notebooks into its folder.
+
+`factacq run PARAMS` executes the per-condition notebooks (pretrain -> inject -> acquisition ->
+forgetting) into `outputs/<name>/notebooks/`; `factacq sweep SWEEP` runs many conditions, skipping those
+already complete, then renders the cross-condition notebook. `--dry-run` validates and prints the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from factacq.errors import FactacqError
+from factacq.params import Params, dump_params, load_params, parse_params, _merge
+from factacq.runlog import write_json_atomic
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+CONDITION_NOTEBOOKS = ("01_pretrain.ipynb", "02_inject.ipynb", "03_acquisition.ipynb", "04_forgetting.ipynb")
+CONDITIONS_NOTEBOOK = "05_conditions.ipynb"
+COMPLETE = "COMPLETE.json"
+
+
+def _echo(message: str) -> None:
+    print(message, flush=True)
+
+
+def notebook_setup(params_path: str, run_dir: str, root: str = "..") -> tuple[Params, Path]:
+    """First cell of every notebook: work from the project root, load and validate the params.
+
+    Relative paths in params (cache_dir, output_dir, sources) are relative to the project root, so a
+    notebook opened in JupyterLab (cwd notebooks/) and one rendered by papermill agree.
+    """
+    import os
+
+    os.chdir(root)
+    params = load_params(params_path)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return params, run_dir.resolve()
+
+
+def run_dir_for(params: Params) -> Path:
+    return Path(params.output_dir) / params.name
+
+
+def is_complete(run_dir: Path, params: Params) -> bool:
+    marker = Path(run_dir) / COMPLETE
+    if not marker.is_file():
+        return False
+    return json.loads(marker.read_text()).get("params_hash") == params.section_hash()
+
+
+def execute_notebook(name: str, out_dir: Path, parameters: dict, notebooks_dir: Path | None = None) -> Path:
+    """Render one notebook with papermill. A failure keeps the rendered notebook (with its error)."""
+    import papermill
+
+    source = Path(notebooks_dir or NOTEBOOKS_DIR) / name
+    if not source.is_file():
+        raise FactacqError(f"{source}: notebook not found")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / name
+    try:
+        papermill.execute_notebook(str(source), str(target), parameters=parameters, kernel_name="python3",
+                                   cwd=str(source.parent), progress_bar=False)
+    except papermill.PapermillExecutionError as exc:
+        raise FactacqError(f"{name} failed at cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
+                           f"rendered with its error at {target}") from None
+    return target
+
+
+def run_condition(params_path: str | Path, force: bool = False, notebooks_dir: Path | None = None,
+                  echo=None) -> Path:
+    """Render the condition's notebooks into outputs/<name>/; skip if already complete (unless force)."""
+    echo = echo or _echo
+    params_path = Path(params_path).resolve()
+    params = load_params(params_path)
+    run_dir = run_dir_for(params).resolve()
+    if not force and is_complete(run_dir, params):
+        echo(f"[factacq] {params.name}: complete, skipping ({run_dir})")
+        return run_dir
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / COMPLETE).unlink(missing_ok=True)
+    parameters = {"params_path": str(params_path), "run_dir": str(run_dir), "root": str(Path.cwd())}
+    started = time.time()
+    for i, name in enumerate(CONDITION_NOTEBOOKS, 1):
+        t0 = time.time()
+        echo(f"[factacq] {params.name}: [{i}/{len(CONDITION_NOTEBOOKS)}] {name} ...")
+        execute_notebook(name, run_dir / "notebooks", parameters, notebooks_dir)
+        echo(f"[factacq] {params.name}: [{i}/{len(CONDITION_NOTEBOOKS)}] {name} done in {time.time() - t0:.0f} s")
+    write_json_atomic(run_dir / COMPLETE, {"params_hash": params.section_hash(), "params_path": str(params_path),
+                                           "seconds": round(time.time() - started, 1)})
+    return run_dir
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    params: str  # a params YAML (relative to the sweep file)
+    overrides: dict = Field(default_factory=dict)
+
+
+class Sweep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    output_dir: str = "outputs"
+    conditions: list[Condition] = Field(min_length=1)
+    # comparisons the cross-condition notebook draws: label -> list of condition names
+    compare: dict[str, list[str]] = Field(default_factory=dict)
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    if not path.is_file():
+        raise FactacqError(f"{path}: sweep file not found")
+    data = yaml.safe_load(path.read_text())
+    try:
+        sweep = Sweep.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(x) for x in err["loc"])
+        raise FactacqError(f"{path}: field {field!r}: {err['msg']} (got {err.get('input')!r})") from None
+    names = [c.name for c in sweep.conditions]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise FactacqError(f"{path}: duplicate condition name(s) {dupes}")
+    for label, members in sweep.compare.items():
+        unknown = sorted(set(members) - set(names))
+        if unknown:
+            raise FactacqError(f"{path}: compare.{label}: unknown condition(s) {unknown}")
+    return sweep
+
+
+def condition_params(sweep_path: Path, sweep: Sweep, cond: Condition) -> tuple[Path, Params]:
+    """Materialize a condition's params (base file + overrides + its name) as a YAML under the sweep folder."""
+    base_path = (sweep_path.parent / cond.params).resolve()
+    if not base_path.is_file():
+        raise FactacqError(f"{sweep_path}: condition {cond.name!r}: params file {cond.params!r} not found")
+    data = yaml.safe_load(base_path.read_text()) or {}
+    data = _merge(data, cond.overrides)
+    data["name"] = cond.name
+    data["output_dir"] = str(Path(sweep.output_dir) / sweep.name)
+    params = parse_params(data, f"{sweep_path} (condition {cond.name!r})")
+    target = Path(sweep.output_dir) / sweep.name / "params" / f"{cond.name}.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(dump_params(params))
+    return target, params
+
+
+def run_sweep(sweep_path: str | Path, dry_run: bool = False, echo=None) -> Path:
+    echo = echo or _echo
+    sweep_path = Path(sweep_path).resolve()
+    sweep = load_sweep(sweep_path)
+    materialized = [condition_params(sweep_path, sweep, c) for c in sweep.conditions]
+    sweep_dir = (Path(sweep.output_dir) / sweep.name).resolve()
+    if dry_run:
+        for path, params in materialized:
+            print_plan(dry_run_plan(params, calibrate=False), echo=echo)
+        return sweep_dir
+    for i, (path, params) in enumerate(materialized, 1):
+        echo(f"[factacq] sweep {sweep.name}: condition {i}/{len(materialized)}: {params.name}")
+        run_condition(path, echo=echo)
+    parameters = {"sweep_dir": str(sweep_dir),
+                  "run_dirs": {p.name: str(run_dir_for(p).resolve()) for _, p in materialized},
+                  "compare": sweep.compare}
+    execute_notebook(CONDITIONS_NOTEBOOK, sweep_dir / "notebooks", parameters)
+    echo(f"[factacq] sweep {sweep.name}: done; cross-condition notebook at "
+         f"{sweep_dir / 'notebooks' / CONDITIONS_NOTEBOOK}")
+    return sweep_dir
+
+
+# ---------------------------------------------------------------- dry run
+
+
+def dry_run_plan(params: Params, calibrate: bool = True) -> dict:
+    """The plan of a condition without training: steps, rows, probe evaluations, tokens, FLOPs, CPU time."""
+    from factacq.inject import describe_plan
+
+    plan = describe_plan(params)
+    plan["name"] = params.name
+    n_params = plan.get("model_parameters")
+    if n_params:
+        plan["train_flops"] = 6.0 * n_params * (plan.get("train_tokens", 0) + plan.get("pretrain_tokens", 0))
+        plan["probe_flops"] = 2.0 * n_params * plan.get("probe_tokens", 0)
+    if calibrate and params.model.preset is not None:
+        plan.update(calibrate_cpu(params))
+        per_step = plan["seconds_per_step"]
+        plan["estimated_seconds"] = round(
+            per_step * (plan.get("pretrain_steps_to_run", 0) + plan.get("steps", 0))
+            + plan["seconds_per_probe"] * plan.get("probe_evaluations", 0), 1)
+    return plan
+
+
+def calibrate_cpu(params: Params, steps: int = 3) -> dict:
+    """Time a few training steps and one probe-sized forward of the params' model on random tokens."""
+    import torch
+
+    from factacq.models import build_model
+    from factacq.train import make_optimizer, row_losses
+
+    torch.manual_seed(0)
+    seq, rows = params.pretrain.seq_len, params.inject.batch_size or params.pretrain.batch_size
+    model = build_model(params.model, params.tokenizer.vocab_size, seq)
+    opt = make_optimizer(model, params.optim)
+    ids = torch.randint(0, params.tokenizer.vocab_size, (rows, seq))
+    row_losses(model, ids).mean().backward()  # warm-up
+    opt.zero_grad()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        row_losses(model, ids).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    per_step = (time.perf_counter() - t0) / steps
+    probe_ids = torch.randint(0, params.tokenizer.vocab_size, (64, min(seq, 48)))
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        model(input_ids=probe_ids)
+        per_probe = (time.perf_counter() - t0) / 64
+    return {"seconds_per_step": round(per_step, 4), "seconds_per_probe": round(per_probe, 6)}
+
+
+def print_plan(plan: dict, echo=None) -> None:
+    echo = echo or _echo
+    echo(f"plan for {plan.get('name')}:")
+    width = max(len(k) for k in plan)
+    for key, value in plan.items():
+        if key == "name":
+            continue
+        if isinstance(value, float) and (value >= 1e6 or key.endswith("flops")):
+            value = f"{value:.3g}"
+        echo(f"  {key:<{width}}  {value}")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _print_summary(run_dir: Path, params: Params, echo=None) -> None:
+    echo = echo or _echo
+    echo("")
+    echo(f"=== factacq: {params.name} ===")
+    if params.notes:
+        echo(params.notes.strip())
+    summary = run_dir / "tables" / "summary.csv"
+    if summary.is_file():
+        import pandas as pd
+
+        echo(pd.read_csv(summary).to_string(index=False))
+    echo(f"rendered notebooks: {run_dir / 'notebooks'}")
+    echo(f"figures:            {run_dir / 'figures'}")
+    echo(f"tables:             {run_dir / 'tables'}")
+    echo(f"run log:            {run_dir / 'log'}")
+
+
+def cmd_run(args) -> int:
+    params = load_params(args.params)
+    if args.dry_run:
+        print_plan(dry_run_plan(params))
+        return 0
+    run_dir = run_condition(args.params, force=args.force)
+    _print_summary(run_dir, params)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    run_sweep(args.sweep, dry_run=args.dry_run)
+    return 0
