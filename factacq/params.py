@@ -34,11 +34,14 @@ class KnowledgeParams(Section):
     # a path (paper json or factacq jsonl), "hf:<dataset id>" or "generate:<n>[,seed=S]"
     source: str = "generate:40"
     # generator options (used when source is generate:...)
-    passage_words: tuple[int, int] = (60, 100)
+    # passage length range in words; (40, 70) fits a 128-token row of a 4096-vocab BPE,
+    # (300, 400) is paper-like
+    passage_words: tuple[int, int] = (40, 70)
+    # paraphrases per generated item; also the paraphrases an item needs for the paraphrase group
     n_paraphrases: int = Field(9, ge=0)
-    # items per group: counts (ints) or fractions of the items (floats summing to <= 1).
+    # items per group: counts (ints, e.g. 10) or fractions of all items (floats, e.g. 0.25; sum <= 1).
     # Items left over are spares: loaded, addressable, never injected nor probed.
-    assign: dict[Literal["paraphrase", "duplicate", "once", "control"], float] = Field(
+    assign: dict[Literal["paraphrase", "duplicate", "once", "control"], int | float] = Field(
         default_factory=lambda: {"paraphrase": 10, "duplicate": 10, "once": 10, "control": 10}
     )
     # explicit item ids per group; overrides `assign` for the groups it names
@@ -46,6 +49,9 @@ class KnowledgeParams(Section):
         default_factory=dict
     )
     assign_seed: int = 0
+    # "shuffle": draw groups from the items shuffled with assign_seed; "file": in source order
+    # (with the paper's file and counts 40/40/40/0 this gives the paper's 0-39/40-79/80-119 split)
+    assign_order: Literal["shuffle", "file"] = "shuffle"
 
 
 class CorpusParams(Section):
@@ -138,13 +144,16 @@ class InjectParams(Section):
     stagger: int = Field(0, ge=0)  # steps between consecutive items' first injections
     # fully explicit schedule: item id -> list of steps (overrides the presets for those items)
     explicit: dict[str, list[int]] = Field(default_factory=dict)
-    steps_after_last: int = Field(500, ge=0)  # training steps after the last injection
+    # training ends at step last injection + steps_after_last (an injection at step s trains in update s+1)
+    steps_after_last: int = Field(500, ge=1)
+    total_steps: int | None = Field(None, ge=1)  # a fixed run length instead (refuses later injections)
     batch_size: int | None = None  # rows per step in the run; null = pretrain.batch_size
     max_row_fraction: float = Field(0.5, gt=0, le=1)  # refuse plans needing more of a batch
     reset_optimizer: bool = False
     constant_lr: float | None = None  # hold the LR at this value instead of the restored schedule
     checkpoint_every: int = Field(200, ge=1)
-    seed: int = 0
+    flush_every: int = Field(50, ge=1)  # steps between run-log chunks (readable while training)
+    seed: int = 0  # row choice of the batch surgery
 
 
 class ProbeParams(Section):
@@ -166,6 +175,9 @@ class AnalysisParams(Section):
     bootstrap: int = Field(1000, ge=0)
     ci: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
+    # mean R vs t: exact t when every probe of a group shares it, else this many log-spaced bins
+    retention_bins: int = Field(20, ge=1)
+    stationarity_n: int = Field(100, ge=1)  # train records averaged at the start and end of a run
 
 
 class Params(Section):
