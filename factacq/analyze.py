@@ -1,0 +1,337 @@
+"""`factacq analyze RUN_DIR`: the metric and fit tables, the figures and a printed summary.
+
+Every metric is computed on each *measure* the run supports, and every table says which:
+`measure` is `logprob` (ℓ), `contrast` (ℓ − foils, full foil scoring) or `first_contrast` (first
+target token − foils), `adjustment` is `raw` or `control-adjusted` (minus the control group's mean
+at the same step and probe kind; only when the run has control items), and `iqr_factor` is the IQR
+outlier factor applied (params analysis.iqr_factor).
+
+Writes into RUN_DIR (each file through a temp file + rename):
+  tables/effectivity.csv           per probe x encounter: t_i, t_LAM, E, missing steps
+  tables/effectivity_summary.csv   per scenario x kind: mean E (IQR-filtered) with bootstrap CI
+  tables/retainability_points.csv  per probe and probed step after t_LAM(q,N): t, R
+  tables/retainability_mean.csv    mean R per t cell (exact t or log bins; see metrics)
+  tables/retainability_counts.csv  probes used / excluded (non-positive denominator, missing)
+  tables/fits.csv                  log-linear decay: a, x-intercept (steps, tokens), bootstrap CIs
+  tables/model_comparison.csv      log-linear vs power law vs exponential: AIC, BIC, R²
+  tables/comparisons.csv           a and E of each scenario minus paraphrase, with CIs
+  tables/summary.csv, summary.json the printed summary
+  figures/*.png, *.pdf             Fig. 2-5 analogues and the background loss
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from factacq import figures, fits, metrics
+from factacq.errors import FactacqError
+from factacq.params import Params, parse_params
+from factacq.runlog import load_run, load_sidecar, write_json_atomic
+
+RAW, ADJUSTED = "raw", "control-adjusted"
+
+
+def _write_csv(table: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def measures(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(value column, measure, adjustment) for every measure the run log supports."""
+    bases = ["logprob"] + [c for c in [metrics.contrast_column(frame)] if c]
+    out = [(c, c, RAW) for c in bases]
+    if metrics.has_control(frame):
+        out += [(f"{c}_adj", c, ADJUSTED) for c in bases]
+    return out
+
+
+def _label(table: pd.DataFrame, measure: str, adjustment: str, iqr_factor) -> pd.DataFrame:
+    table = table.copy()
+    table.insert(0, "measure", measure)
+    table.insert(1, "adjustment", adjustment)
+    table["iqr_factor"] = iqr_factor
+    return table
+
+
+def _run_params(run_dir: Path, sidecar: dict) -> Params:
+    if "params" not in sidecar:
+        raise FactacqError(f"{run_dir / 'run.json'}: no 'params' entry")
+    return parse_params(sidecar["params"], str(run_dir / "run.json"))
+
+
+def analyze(run_dir: str | Path, params: Params | None = None) -> dict:
+    """Compute every table and figure of a run folder (see the module docstring); return the
+    summary (also written to tables/summary.csv and tables/summary.json)."""
+    run_dir = Path(run_dir)
+    frame = load_run(run_dir)
+    sidecar = load_sidecar(run_dir)
+    params = params or _run_params(run_dir, sidecar)
+    opts = params.analysis
+    window = opts.window or params.probe.window
+    tokens_per_step = sidecar.get("tokens_per_step")
+    iqr = opts.iqr_factor
+
+    frame = metrics.add_contrast(frame)
+    control_missing = None
+    if metrics.has_control(frame):
+        for base in ["logprob"] + [c for c in [metrics.contrast_column(frame)] if c]:
+            frame = metrics.control_adjusted(frame, base)
+            if base == "logprob":  # injected-item probe records with no control value at that step
+                injected = (frame["record"] == "probe") & (frame["scenario"] != "control")
+                control_missing = int((injected & (frame["control_n"] == 0)).sum())
+            frame = frame.drop(columns="control_n")
+    tables: dict[str, list[pd.DataFrame]] = {}
+    figure_inputs = {}
+    for column, measure, adjustment in measures(frame):
+        parts = _measure_tables(frame, column, window, opts, tokens_per_step)
+        for name, table in parts.items():
+            tables.setdefault(name, []).append(_label(table, measure, adjustment, iqr))
+        figure_inputs[(measure, adjustment)] = (parts["effectivity_summary"],
+                                                parts["retainability_mean"], parts["fits"])
+
+    out_tables = {name: _concat(parts) for name, parts in tables.items()}
+    result = _summary(run_dir, frame, out_tables, window, iqr, tokens_per_step, opts)
+    result["control_missing"] = control_missing
+    written = [_write_csv(table, run_dir / "tables" / f"{name}.csv")
+               for name, table in out_tables.items()]
+    written.append(_write_csv(_summary_rows(result), run_dir / "tables" / "summary.csv"))
+    result["figures"] = [str(p) for p in _figures(run_dir, frame, figure_inputs, tokens_per_step,
+                                                  sidecar)]
+    result["tables"] = [str(p) for p in written]
+    write_json_atomic(run_dir / "tables" / "summary.json", _finite(result))
+    return result
+
+
+def _finite(data):
+    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python numbers."""
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    if isinstance(data, np.generic):
+        data = data.item()
+    if isinstance(data, float) and not np.isfinite(data):
+        return None
+    return data
+
+
+def _measure_tables(frame, column, window, opts, tokens_per_step) -> dict[str, pd.DataFrame]:
+    """Every table of one value column: effectivity (per probe x encounter and summarized),
+    retainability (points, cell means, counts), the decay fits with bootstrap CIs, the model
+    comparison and the scenario comparisons. Rows left out by the IQR filter are flagged
+    `iqr_outlier` in the per-probe tables."""
+    iqr, bins = opts.iqr_factor, opts.retention_bins
+    boot = dict(n_boot=opts.bootstrap, ci=opts.ci, seed=opts.seed)
+    eff = metrics.effectivity(frame, window, column)
+    eff_kept, _ = metrics.iqr_filter(eff, "effectivity", iqr)
+    eff["iqr_outlier"] = ~eff.index.isin(eff_kept.index)
+    points, counts = metrics.retainability(frame, window, column)
+    mean_points = metrics.mean_retainability(points, n_bins=bins, iqr_factor=iqr)
+    points = _flag_point_outliers(points, bins, iqr)
+    key = ["scenario", "kind"]
+    ci = (fits.bootstrap(points, eff_kept, tokens_per_step=tokens_per_step, n_bins=bins,
+                         iqr_factor=iqr, **boot) if len(points) else pd.DataFrame(columns=key))
+    models = (fits.compare_models(mean_points, tokens_per_step=tokens_per_step)
+              if len(mean_points) else pd.DataFrame())
+    decay = models[models["model"] == "loglinear"] if len(models) else models
+    if len(decay):
+        extra = [c for c in ci.columns if c.endswith(("_lo", "_hi")) or c in (
+            "n_items", "n_boot", "ci", "mean_effectivity", "x_intercept_defined")]
+        decay = decay.drop(columns="iqr_factor").merge(ci[key + extra], on=key, how="left")
+    summary = metrics.summarize_effectivity(eff, iqr_factor=iqr).drop(columns="iqr_factor")
+    if "mean_effectivity_lo" in ci:
+        summary = summary.merge(ci[key + ["mean_effectivity_lo", "mean_effectivity_hi"]].rename(
+            columns={"mean_effectivity_lo": "lo", "mean_effectivity_hi": "hi"}), on=key, how="left")
+    else:
+        summary = summary.assign(lo=np.nan, hi=np.nan)
+    return {
+        "effectivity": eff.drop(columns="value"),
+        "effectivity_summary": summary,
+        "retainability_points": points.drop(columns="value"),
+        "retainability_mean": mean_points.drop(columns="iqr_factor"),
+        "retainability_counts": pd.DataFrame([counts]),
+        "fits": decay,
+        "model_comparison": models.drop(columns="iqr_factor") if len(models) else models,
+        "comparisons": _scenario_comparisons(points, eff_kept, opts, iqr),
+    }
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    parts = [t for t in parts if len(t)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _flag_point_outliers(points: pd.DataFrame, n_bins: int, iqr: float) -> pd.DataFrame:
+    """Add `t_cell` (where a point is averaged) and `iqr_outlier` (left out of that mean)."""
+    if points.empty:
+        return points.assign(t_cell=pd.Series(dtype=float), iqr_outlier=pd.Series(dtype=bool))
+    cells = metrics.assign_t_cells(points, n_bins=n_bins)
+    kept, _ = metrics.iqr_filter(cells, "retainability", iqr, ["scenario", "kind", "t_cell"])
+    return points.assign(t_cell=cells["t_cell"], iqr_outlier=~cells.index.isin(kept.index))
+
+
+def _scenario_comparisons(points, eff, opts, iqr) -> pd.DataFrame:
+    """a(scenario) − a(paraphrase) and E(scenario) − E(paraphrase) per kind, with CIs."""
+    scenarios = [s for s in ("paraphrase", "duplicate", "once") if s in set(points["scenario"])]
+    if "paraphrase" not in scenarios or len(scenarios) < 2:
+        return pd.DataFrame()
+    boot = dict(n_boot=opts.bootstrap, ci=opts.ci, seed=opts.seed)
+    parts = [fits.compare_conditions({s: points[points["scenario"] == s] for s in scenarios},
+                                     "a", n_bins=opts.retention_bins, iqr_factor=iqr, **boot),
+             fits.compare_conditions({s: eff[eff["scenario"] == s] for s in scenarios},
+                                     "effectivity", **boot)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _records(table: pd.DataFrame) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+             for k, v in row.items()} for row in table.to_dict("records")]
+
+
+def _summary(run_dir, frame, tables, window, iqr, tokens_per_step, opts) -> dict:
+    eff = tables["effectivity_summary"]
+    decay = tables["fits"]
+    result = {
+        "run_dir": str(run_dir), "window": window, "iqr_factor": iqr,
+        "tokens_per_step": tokens_per_step,
+        "effectivity": _records(eff[["measure", "adjustment", "scenario", "kind", "mean", "lo",
+                                     "hi", "n", "removed", "missing"]]) if len(eff) else [],
+        "decay": _records(decay[["measure", "adjustment", "scenario", "kind", "a", "a_stderr",
+                                 "a_lo", "a_hi", "r2", "x_intercept_steps",
+                                 "x_intercept_tokens"]]) if len(decay) else [],
+        "retainability_counts": _records(tables["retainability_counts"]),
+    }
+    result["specificity"] = (metrics.specificity(frame, window) if metrics.has_control(frame)
+                             else None)
+    result["contrastive_effectivity"] = (
+        metrics.contrastive_effectivity(frame, window, opts.ci, opts.bootstrap, opts.seed)
+        if metrics.contrast_column(frame) else None)
+    has_train = (frame["record"] == "train").any()
+    result["stationarity"] = metrics.stationarity(frame, opts.stationarity_n) if has_train else None
+    return result
+
+
+def _summary_rows(result: dict) -> pd.DataFrame:
+    """The summary as one long table: section, measure, adjustment, scenario, kind, quantity,
+    value, lo, hi."""
+    rows = []
+    for r in result["effectivity"]:
+        rows.append({"section": "effectivity", **{k: r[k] for k in (
+            "measure", "adjustment", "scenario", "kind")}, "quantity": "mean effectivity",
+            "value": r["mean"], "lo": r["lo"], "hi": r["hi"]})
+    for r in result["decay"]:
+        for q, lo, hi in (("a", "a_lo", "a_hi"), ("x_intercept_tokens", None, None)):
+            rows.append({"section": "decay", **{k: r[k] for k in (
+                "measure", "adjustment", "scenario", "kind")}, "quantity": q, "value": r[q],
+                "lo": r[lo] if lo else None, "hi": r[hi] if hi else None})
+    if result["specificity"]:
+        rows.append({"section": "specificity", "measure": result["specificity"]["value"],
+                     "adjustment": RAW, "kind": result["specificity"]["kind"],
+                     "quantity": "specificity", "value": result["specificity"]["specificity"]})
+    if result["contrastive_effectivity"]:
+        c = result["contrastive_effectivity"]
+        rows.append({"section": "contrastive effectivity", "measure": c["column"],
+                     "adjustment": RAW, "kind": "memorization", "quantity": "mean effectivity",
+                     "value": c["mean"], "lo": c["lo"], "hi": c["hi"]})
+    if result["stationarity"]:
+        s = result["stationarity"]
+        rows.append({"section": "stationarity", "measure": s["column"], "adjustment": RAW,
+                     "quantity": f"change over first/last {s['n']} updates", "value": s["change"]})
+    table = pd.DataFrame(rows)
+    table["iqr_factor"] = result["iqr_factor"]
+    return table
+
+
+def _figures(run_dir, frame, inputs, tokens_per_step, sidecar) -> list[Path]:
+    out = run_dir / "figures"
+    paths = []
+
+    def save(fig, name):
+        paths.extend(figures.save_figure(fig, out, name))
+        plt.close(fig)
+
+    save(figures.fig_dynamics(frame, "logprob"), "dynamics")
+    if metrics.has_control(frame):
+        save(figures.fig_dynamics(frame, "logprob_adj",
+                                  label="control-adjusted Δℓ (nats/token)"), "dynamics_adjusted")
+    summary, mean_points, decay = inputs[("logprob", RAW)]
+    if len(summary):
+        save(figures.fig_effectivity(summary), "effectivity")
+    if len(mean_points):
+        save(figures.fig_retention(mean_points, decay), "retention")
+        if tokens_per_step:
+            label = f"{sidecar.get('params', {}).get('name', 'run')} ({tokens_per_step} tokens/step)"
+            save(figures.fig_retention_tokens({label: (mean_points, decay, tokens_per_step)}),
+                 "retention_tokens")
+    if (frame["record"] == "train").any():
+        save(figures.fig_stationarity(frame), "stationarity")
+    return paths
+
+
+def format_summary(result: dict) -> str:
+    """The short summary table `factacq analyze` prints."""
+    lines = [f"factacq analyze {result['run_dir']}: t_w = {result['window']} steps, IQR factor "
+             f"{result['iqr_factor']}, {result['tokens_per_step']} tokens/step"]
+    eff = pd.DataFrame(result["effectivity"])
+    if len(eff):
+        eff = eff[eff["measure"] == "logprob"]
+        table = eff.pivot_table(index=["scenario", "kind"], columns="adjustment", values="mean")
+        lines += ["", "effectivity E (mean, nats/token):", table.to_string(float_format="%.4f")]
+    decay = pd.DataFrame(result["decay"])
+    if len(decay):
+        decay = decay[(decay["measure"] == "logprob") & (decay["adjustment"] == RAW)]
+        decay = decay.set_index(["scenario", "kind"])[["a", "a_lo", "a_hi", "r2",
+                                                       "x_intercept_tokens"]]
+        lines += ["", "decay constant a (R = b − a·log10 t, raw ℓ, bootstrap CI):",
+                  decay.to_string(float_format="%.4g")]
+    counts = [c for c in result["retainability_counts"]
+              if c["measure"] == "logprob" and c["adjustment"] == RAW]
+    if counts:
+        c = counts[0]
+        lines += ["", f"retainability: {c['used']} of {c['probes']} probes used; excluded "
+                      f"{c['excluded_nonpositive_denominator']} (denominator <= 0), "
+                      f"{c['excluded_missing_t_pre']} (t_pre not probed), "
+                      f"{c['excluded_missing_window']} (no probe in the last window)"]
+    missing = int(eff.loc[eff["adjustment"] == RAW, "missing"].sum()) if len(eff) else 0
+    if missing:
+        lines += [f"effectivity: {missing} probe x encounter values missing (t_i or the whole "
+                  f"window not probed; see tables/effectivity.csv)"]
+    if result.get("control_missing"):
+        lines += [f"control adjustment: {result['control_missing']} probe records of injected "
+                  f"items have no control value at their step (adjusted value null)"]
+    if result["specificity"]:
+        s = result["specificity"]
+        lines += [f"specificity: {s['specificity']:.3f} (control gain {s['control_gain']:.4f}"
+                      f" / effectivity {s['effectivity']:.4f}, {s['kind']})"]
+    if result["contrastive_effectivity"]:
+        c = result["contrastive_effectivity"]
+        lines += [f"contrastive effectivity ({c['column']}): {c['mean']:.4f} "
+                  f"[{c['lo']:.4f}, {c['hi']:.4f}] {c['ci']:.0%} CI over {c['n_items']} items"]
+    if result["stationarity"]:
+        s = result["stationarity"]
+        lines += [f"stationarity: {s['column']} {s['first']:.4f} -> {s['last']:.4f} "
+                  f"(change {s['change']:+.4f}) over the first/last {s['n']} updates"
+                  + (" (they overlap: a short run)" if s["overlap"] else "")]
+    lines += [f"wrote {len(result['tables'])} tables and {len(result['figures'])} figure files "
+              f"into {result['run_dir']}"]
+    return "\n".join(lines)
+
+
+def cmd_analyze(args) -> int:
+    result = analyze(args.run_dir)
+    print(format_summary(result))
+    return 0

@@ -1,0 +1,248 @@
+"""The paper's figures as functions of DataFrames (seaborn style, one palette per probe kind).
+
+Each function returns a matplotlib Figure; :func:`save_figure` writes it as PNG and PDF.
+ℓ is a mean log-probability per target token, in nats.
+
+- :func:`fig_dynamics`            Fig. 2: mean Δℓ vs step, a panel per scenario, a line per kind
+- :func:`fig_effectivity`         Fig. 3: mean effectivity by condition with CIs
+- :func:`fig_retention`           Fig. 4: mean R vs t (log axis) with the log-linear fits
+- :func:`fig_retention_tokens`    Fig. 5: mean R vs tokens for several conditions, x-intercepts
+- :func:`fig_probe_trajectories`  ℓ of every probe of one item (for notebooks)
+- :func:`fig_stationarity`        background loss over the run
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from factacq.errors import FactacqError
+from factacq.metrics import encounters, mean_trajectories, probe_rows
+
+KINDS = ("memorization", "semantic", "composition")
+SCENARIO_ORDER = ("paraphrase", "duplicate", "once", "control")
+KIND_COLORS = dict(zip(KINDS, sns.color_palette("colorblind", 3)))
+DELTA_LABEL = "Δℓ = ℓ(t) − ℓ(t_pre) (nats/token)"
+STEP_LABEL = "step (optimizer updates)"
+INJECTION_COLOR = "#b2182b"  # injection steps (dotted vertical lines)
+
+
+def _theme() -> None:
+    sns.set_theme(style="whitegrid", context="paper", palette="colorblind")
+
+
+def _color(kind: str):
+    return KIND_COLORS.get(kind, "0.3")
+
+
+def _ordered(values) -> list:
+    values = list(dict.fromkeys(values))
+    order = list(SCENARIO_ORDER) + list(KINDS)
+    return sorted(values, key=lambda v: (order.index(v) if v in order else len(order), str(v)))
+
+
+def _panels(n: int, width: float = 3.6, height: float = 3.0, sharey: bool = True):
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(width * max(n, 1), height), sharey=sharey,
+                             squeeze=False, layout="constrained")
+    return fig, axes[0]
+
+
+def save_figure(fig, directory: str | Path, name: str) -> list[Path]:
+    """Write `name`.png and `name`.pdf into `directory` (temp file + rename, never half-written)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = directory / f"{name}.{ext}"
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=f".{ext}")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=ext, dpi=150)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        paths.append(path)
+    return paths
+
+
+def fig_dynamics(frame: pd.DataFrame, value: str = "logprob", scenarios=None,
+                 label: str = DELTA_LABEL):
+    """Fig. 2: mean Δ(value) vs step with a ±1 SEM band, one panel per scenario, one line per
+    probe kind; the scenario's injection steps are dotted vertical lines."""
+    _theme()
+    mean = mean_trajectories(frame, value)
+    scenarios = _ordered(scenarios or mean["scenario"].unique())
+    enc = encounters(frame)
+    fig, axes = _panels(len(scenarios))
+    for ax, scenario in zip(axes, scenarios):
+        for t in np.unique(enc.loc[enc["scenario"] == scenario, "t_i"]):
+            ax.axvline(t, color=INJECTION_COLOR, lw=0.8, ls=":", zorder=0)
+        part = mean[mean["scenario"] == scenario]
+        for kind in _ordered(part["kind"].unique()):
+            line = part[part["kind"] == kind].sort_values("step")
+            ax.plot(line["step"], line["mean"], color=_color(kind), lw=1.2, label=kind)
+            sem = line["sem"].fillna(0)
+            ax.fill_between(line["step"], line["mean"] - sem, line["mean"] + sem,
+                            color=_color(kind), alpha=0.2, lw=0)
+        ax.set_title(scenario)
+        ax.set_xlabel(STEP_LABEL)
+    axes[0].set_ylabel(label)
+    axes[0].legend(title="probe kind", fontsize="small")
+    return fig
+
+
+def fig_effectivity(table: pd.DataFrame, by: str = "scenario", hue: str = "kind",
+                    column: str = "mean", ylabel: str = "effectivity E (nats/token)"):
+    """Fig. 3: bars of `column` per `by` (x) and `hue`, with error bars from `<column>_lo` /
+    `<column>_hi` (or `lo` / `hi`) when present, else ±1 `sem`."""
+    _theme()
+    lo_col = next((c for c in (f"{column}_lo", "lo") if c in table), None)
+    hi_col = next((c for c in (f"{column}_hi", "hi") if c in table), None)
+    xs = _ordered(table[by].unique())
+    hues = _ordered(table[hue].unique())
+    width = 0.8 / max(len(hues), 1)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(xs), 3.0), layout="constrained")
+    for j, h in enumerate(hues):
+        part = table[table[hue] == h].set_index(by).reindex(xs)
+        x = np.arange(len(xs)) + (j - (len(hues) - 1) / 2) * width
+        y = part[column].to_numpy(dtype=float)
+        if lo_col and hi_col:
+            err = np.vstack([y - part[lo_col].to_numpy(dtype=float),
+                             part[hi_col].to_numpy(dtype=float) - y])
+        elif "sem" in part:
+            err = part["sem"].fillna(0).to_numpy(dtype=float)
+        else:
+            err = None
+        ax.bar(x, y, width=width, yerr=err, capsize=2, color=_color(h) if hue == "kind" else None,
+               label=str(h))
+    ax.set_xticks(np.arange(len(xs)), [str(x) for x in xs])
+    ax.set_xlabel(by)
+    ax.set_ylabel(ylabel)
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.legend(title=hue, fontsize="small")
+    return fig
+
+
+def _fit_line(fits: pd.DataFrame | None, match: dict):
+    if fits is None or fits.empty:
+        return None
+    rows = fits[fits["model"] == "loglinear"] if "model" in fits else fits
+    for key, val in match.items():
+        if key in rows:
+            rows = rows[rows[key] == val]
+    rows = rows.dropna(subset=["a", "b"]) if {"a", "b"} <= set(rows.columns) else rows.iloc[:0]
+    return rows.iloc[0] if len(rows) else None
+
+
+def fig_retention(points: pd.DataFrame, fits: pd.DataFrame | None = None, by: str = "scenario",
+                  hue: str = "kind"):
+    """Fig. 4: mean R vs t (log x) per `by` panel, one colour per `hue`, with the log-linear fit
+    R = b − a·log10 t drawn over the points' range and its decay constant a in the legend."""
+    _theme()
+    panels = _ordered(points[by].unique())
+    fig, axes = _panels(len(panels))
+    for ax, panel in zip(axes, panels):
+        part = points[points[by] == panel]
+        for h in _ordered(part[hue].unique()):
+            line = part[part[hue] == h].sort_values("t")
+            color = _color(h) if hue == "kind" else None
+            fit = _fit_line(fits, {by: panel, hue: h})
+            name = str(h) if fit is None else f"{h} (a = {fit['a']:.3f})"
+            ax.errorbar(line["t"], line["retainability"], yerr=line.get("sem"), fmt="o", ms=3,
+                        color=color, alpha=0.8, lw=0.8, label=name)
+            if fit is not None:
+                t = np.geomspace(line["t"].min(), line["t"].max(), 50)
+                ax.plot(t, fit["b"] - fit["a"] * np.log10(t), color=color, lw=1.2)
+        ax.set_xscale("log")
+        ax.axhline(0, color="0.3", lw=0.6)
+        ax.set_title(str(panel))
+        ax.set_xlabel("t: steps after t_LAM of the last encounter")
+        ax.legend(fontsize="small")
+    axes[0].set_ylabel("retainability R (fraction of the gain kept)")
+    return fig
+
+
+def fig_retention_tokens(conditions: dict, kind: str = "memorization", scenario: str | None = None):
+    """Fig. 5: mean R vs tokens seen since t_LAM (log x), one colour per condition (e.g. batch
+    size), with the log-linear fit extended to its x-intercept (where R reaches 0), which is
+    marked by a dashed vertical line.
+
+    `conditions` maps a label to (mean points, fits table or None, tokens per step). `scenario`
+    None: the first of paraphrase / duplicate / once in the points."""
+    _theme()
+    fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
+    palette = sns.color_palette("colorblind", max(len(conditions), 1))
+    shown = scenario
+    for color, (label, (points, fits, tokens_per_step)) in zip(palette, conditions.items()):
+        part = points[points["kind"] == kind]
+        if "scenario" in part and len(part):
+            shown = scenario or _ordered(part["scenario"].unique())[0]
+            part = part[part["scenario"] == shown]
+        part = part.sort_values("t")
+        ax.plot(part["t"] * tokens_per_step, part["retainability"], "o", ms=3, color=color,
+                alpha=0.8)
+        fit = _fit_line(fits, {"kind": kind, "scenario": shown})
+        name = str(label)
+        if fit is not None and len(part):
+            x_int = fit.get("x_intercept_steps", np.nan)
+            stop = max(part["t"].max(), x_int if np.isfinite(x_int) else 0)
+            t = np.geomspace(part["t"].min(), min(stop, 1e12), 100)
+            ax.plot(t * tokens_per_step, fit["b"] - fit["a"] * np.log10(t), color=color, lw=1.2)
+            if np.isfinite(x_int):
+                ax.axvline(x_int * tokens_per_step, color=color, ls="--", lw=0.8)
+                name += f" (x-intercept {x_int * tokens_per_step:.3g} tokens)"
+        ax.plot([], [], color=color, label=name)
+    ax.set_xscale("log")
+    ax.axhline(0, color="0.3", lw=0.6)
+    ax.set_title(f"{shown}, {kind}" if shown else kind)
+    ax.set_xlabel("tokens trained since t_LAM of the last encounter")
+    ax.set_ylabel("retainability R (fraction of the gain kept)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def fig_probe_trajectories(frame: pd.DataFrame, item_id: str, value: str = "logprob"):
+    """ℓ (or another value column) of every probe of one item vs step, a panel per probe kind,
+    the item's injection steps as dotted vertical lines."""
+    _theme()
+    probes = probe_rows(frame)
+    probes = probes[probes["item_id"] == item_id]
+    if probes.empty:
+        raise FactacqError(f"run log: no probes of item {item_id!r}")
+    kinds = _ordered(probes["kind"].unique())
+    steps = encounters(frame)
+    steps = steps.loc[steps["item_id"] == item_id, "t_i"]
+    fig, axes = _panels(len(kinds), sharey=False)
+    for ax, kind in zip(axes, kinds):
+        for t in steps:
+            ax.axvline(t, color=INJECTION_COLOR, lw=0.8, ls=":", zorder=0)
+        part = probes[probes["kind"] == kind]
+        for index, line in part.groupby("probe_index"):
+            line = line.sort_values("step")
+            ax.plot(line["step"], line[value], lw=1, marker=".", ms=2, label=f"probe {index}")
+        ax.set_title(f"{item_id}: {kind}")
+        ax.set_xlabel(STEP_LABEL)
+        ax.set_ylabel(f"{value} (nats/token)")
+        ax.legend(fontsize="x-small")
+    return fig
+
+
+def fig_stationarity(frame: pd.DataFrame):
+    """Background loss (and whole-batch loss) per update over the run."""
+    _theme()
+    train = frame[frame["record"] == "train"].sort_values("step")
+    fig, ax = plt.subplots(figsize=(4.6, 3.0), layout="constrained")
+    for column, name in (("bg_loss", "background rows"), ("loss", "whole batch")):
+        if column in train and train[column].notna().any():
+            ax.plot(train["step"], train[column], lw=0.8, label=name)
+    ax.set_xlabel(STEP_LABEL)
+    ax.set_ylabel("training loss (nats/token)")
+    ax.legend(fontsize="small")
+    return fig
