@@ -9,6 +9,7 @@ Each function returns a matplotlib Figure; :func:`save_figure` writes it as PNG 
 - :func:`fig_retention_tokens`    Fig. 5: mean R vs tokens for several conditions, x-intercepts
 - :func:`fig_probe_trajectories`  ℓ of every probe of one item (for notebooks)
 - :func:`fig_stationarity`        background loss over the run
+- :func:`fig_loss_curve`          pretraining loss with the stage checkpoints
 """
 
 from __future__ import annotations
@@ -245,4 +246,20 @@ def fig_stationarity(frame: pd.DataFrame):
     ax.set_xlabel(STEP_LABEL)
     ax.set_ylabel("training loss (nats/token)")
     ax.legend(fontsize="small")
+    return fig
+
+
+def fig_loss_curve(log: pd.DataFrame, stages: dict[str, int] | None = None):
+    """Pretraining loss per logged step, with the stage checkpoints marked (dashed lines)."""
+    _theme()
+    log = log.sort_values("step")
+    fig, ax = plt.subplots(figsize=(4.6, 3.0), layout="constrained")
+    ax.plot(log["step"], log["loss"], lw=1.0, label="training loss")
+    for name, step in (stages or {}).items():
+        ax.axvline(step, color="0.4", ls="--", lw=0.8)
+        ax.annotate(name, (step, 1.0), xycoords=("data", "axes fraction"), rotation=90,
+                    va="top", ha="right", fontsize="x-small", color="0.3")
+    ax.set_xlabel(STEP_LABEL)
+    ax.set_ylabel("training loss (nats/token)")
+    ax.set_title("base pretraining")
     return fig

@@ -99,6 +99,123 @@ def run_condition(params_path: str | Path, force: bool = False, notebooks_dir: P
     return run_dir
 
 
+
+# ---------------------------------------------------------------- what the notebooks call
+
+
+def prepare_base(params: Params) -> Path | None:
+    """Pretrain the condition's base (or reuse the cached one); None for a Hugging Face model."""
+    if params.model.name_or_path is not None:
+        print(f"{params.model.name_or_path} @ {params.model.revision or 'main'}: a hub model, nothing to pretrain")
+        return None
+    from factacq.train import pretrain
+
+    return pretrain(params)
+
+
+def pretrain_log(base: Path | None):
+    """The base's logged loss curve (a DataFrame), or None for a hub model."""
+    if base is None:
+        return None
+    import pandas as pd
+
+    return pd.read_parquet(Path(base) / "pretrain_log.parquet")
+
+
+def ensure_injection_run(params: Params, run_dir: Path) -> Path:
+    """Run the injection condition into run_dir, resume it if it was killed, or keep a finished one."""
+    from factacq import inject
+
+    sidecar = Path(run_dir) / "run.json"
+    if sidecar.is_file():
+        data = json.loads(sidecar.read_text())
+        same = parse_params(data.get("params", {}), str(sidecar)).section_hash() == params.section_hash()
+        if same and data.get("complete"):
+            print(f"{run_dir}: finished run with the same params, reused")
+            return Path(run_dir)
+        if same:
+            print(f"{run_dir}: unfinished run with the same params, resuming")
+            return inject.resume(run_dir)
+    return inject.run_inject(params, run_dir)
+
+
+def sweep_setup(sweep_dir: str, run_dirs: dict, root: str = "..") -> tuple[Path, dict[str, Path]]:
+    """First cell of the cross-condition notebook: work from the project root; returns the sweep
+    folder and condition -> run folder."""
+    import os
+
+    os.chdir(root)
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    missing = [name for name, d in run_dirs.items() if not (Path(d) / "tables").is_dir()]
+    if missing:
+        raise FactacqError(f"conditions without analysis tables: {missing}")
+    return Path(sweep_dir).resolve(), {name: Path(d).resolve() for name, d in run_dirs.items()}
+
+
+def gather_tables(runs: dict[str, Path], table: str):
+    """One analysis table (e.g. "fits.csv") of every condition, with a `condition` column first."""
+    import pandas as pd
+
+    parts = []
+    for name, run_dir in runs.items():
+        frame = pd.read_csv(Path(run_dir) / "tables" / table)
+        frame.insert(0, "condition", name)
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def select_raw(table, conditions=None, measure: str = "logprob", scenario: str | None = None):
+    """Rows of the raw (not control-adjusted) `measure`, optionally of some conditions / one scenario."""
+    rows = table[(table["measure"] == measure) & (table["adjustment"] == "raw")]
+    if conditions is not None:
+        rows = rows[rows["condition"].isin(list(conditions))]
+    if scenario is not None:
+        rows = rows[rows["scenario"] == scenario]
+    return rows.reset_index(drop=True)
+
+
+def retention_by_condition(runs: dict[str, Path], conditions, measure: str = "logprob") -> dict:
+    """{condition: (mean retainability points, fits, tokens per step)} for fig_retention_tokens."""
+    import pandas as pd
+
+    out = {}
+    for name in conditions:
+        tables = Path(runs[name]) / "tables"
+        pick = lambda t: t[(t["measure"] == measure) & (t["adjustment"] == "raw")]  # noqa: E731
+        tokens = json.loads((Path(runs[name]) / "run.json").read_text()).get("tokens_per_step")
+        out[name] = (pick(pd.read_csv(tables / "retainability_mean.csv")),
+                     pick(pd.read_csv(tables / "fits.csv")), tokens)
+    return out
+
+
+def batch_size_comparisons(runs: dict[str, Path], compare: dict) -> list[str]:
+    """The comparison labels whose conditions differ in tokens per step (Fig. 5 candidates)."""
+    labels = []
+    for label, members in compare.items():
+        tokens = {json.loads((Path(runs[m]) / "run.json").read_text()).get("tokens_per_step") for m in members}
+        if len(tokens) > 1:
+            labels.append(label)
+    return labels
+
+
+def compare_decay(runs: dict[str, Path], compare: dict, measure: str = "logprob", n_boot: int = 200):
+    """Decay constant a of each condition minus the first condition of its comparison, per scenario
+    and probe kind, with bootstrap CIs over items (from each run's retainability points)."""
+    import pandas as pd
+
+    from factacq import fits
+
+    rows = []
+    for label, members in compare.items():
+        points = {m: select_raw(gather_tables({m: runs[m]}, "retainability_points.csv"), measure=measure)
+                  for m in members}
+        table = fits.compare_conditions(points, quantity="a", by=("scenario", "kind"),
+                                        reference=members[0], n_boot=n_boot)
+        table.insert(0, "comparison", label)
+        rows.append(table)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
 # ---------------------------------------------------------------- sweeps
 
 
@@ -249,11 +366,11 @@ def _print_summary(run_dir: Path, params: Params, echo=None) -> None:
     echo(f"=== factacq: {params.name} ===")
     if params.notes:
         echo(params.notes.strip())
-    summary = run_dir / "tables" / "summary.csv"
+    summary = run_dir / "tables" / "summary.json"
     if summary.is_file():
-        import pandas as pd
+        from factacq.analyze import format_summary
 
-        echo(pd.read_csv(summary).to_string(index=False))
+        echo(format_summary(json.loads(summary.read_text())))
     echo(f"rendered notebooks: {run_dir / 'notebooks'}")
     echo(f"figures:            {run_dir / 'figures'}")
     echo(f"tables:             {run_dir / 'tables'}")

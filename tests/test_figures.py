@@ -87,3 +87,16 @@ def test_probe_trajectories_and_unknown_item():
     plt.close(fig)
     with pytest.raises(FactacqError, match="no probes of item 'zz'"):
         figures.fig_probe_trajectories(small_log(), "zz")
+
+
+def test_loss_curve_marks_the_stages(tmp_path):
+    import pandas as pd
+
+    from factacq import figures
+
+    log = pd.DataFrame({"step": [10, 20, 30, 40], "loss": [6.0, 5.0, 4.6, 4.5]})
+    fig = figures.fig_loss_curve(log, stages={"early": 10, "late": 40})
+    ax = fig.axes[0]
+    assert list(ax.lines[0].get_ydata()) == [6.0, 5.0, 4.6, 4.5]
+    assert sorted(line.get_xdata()[0] for line in ax.lines[1:]) == [10, 40]
+    assert [p.suffix for p in figures.save_figure(fig, tmp_path, "loss")] == [".png", ".pdf"]
