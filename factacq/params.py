@@ -231,17 +231,37 @@ def parse_params(data: object, source: str = "<params>") -> Params:
 
 
 def load_params(path: str | Path, overrides: dict | None = None) -> Params:
-    """Load and validate a params YAML file; ``overrides`` is a nested dict merged on top."""
-    path = Path(path)
+    """Load and validate a params YAML file; ``overrides`` is a nested dict merged on top.
+
+    A file may start from another with ``extends: other.yaml`` (relative to the file): the other
+    file is loaded first (recursively) and this file's keys are merged over it.
+    """
+    data = _read_yaml(Path(path), ())
+    if overrides:
+        data = _merge(data, overrides)
+    return parse_params(data, str(path))
+
+
+def _read_yaml(path: Path, seen: tuple) -> dict:
     if not path.is_file():
-        raise FactacqError(f"{path}: params file not found")
+        where = f" (extended by {seen[-1]})" if seen else ""
+        raise FactacqError(f"{path}: params file not found{where}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise FactacqError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
-    if overrides:
-        data = _merge(data or {}, overrides)
-    return parse_params(data, str(path))
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise FactacqError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise FactacqError(f"{path}: field 'extends' must be a file name, got {parent!r}")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen or parent_path == path.resolve():
+        raise FactacqError(f"{path}: 'extends' makes a cycle through {parent_path}")
+    return _merge(_read_yaml(parent_path, seen + (path.resolve(),)), data)
 
 
 def _merge(base: dict, top: dict) -> dict:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from factacq.errors import FactacqError
-from factacq.params import Params, dump_params, load_params, parse_params, _merge
+from factacq.params import Params, _merge, _read_yaml, dump_params, load_params, parse_params
 from factacq.runlog import write_json_atomic
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -262,8 +262,7 @@ def condition_params(sweep_path: Path, sweep: Sweep, cond: Condition) -> tuple[P
     base_path = (sweep_path.parent / cond.params).resolve()
     if not base_path.is_file():
         raise FactacqError(f"{sweep_path}: condition {cond.name!r}: params file {cond.params!r} not found")
-    data = yaml.safe_load(base_path.read_text()) or {}
-    data = _merge(data, cond.overrides)
+    data = _merge(_read_yaml(base_path, ()), cond.overrides)
     data["name"] = cond.name
     data["output_dir"] = str(Path(sweep.output_dir) / sweep.name)
     params = parse_params(data, f"{sweep_path} (condition {cond.name!r})")
