@@ -1,0 +1,125 @@
+"""The papermill pipeline end to end on the smoke params, dry runs of every shipped params file, sweeps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from factacq import cli, knowledge, pipeline
+from factacq.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = sorted((ROOT / "params").glob("**/*.yaml"))
+SWEEPS = [p for p in PARAMS if p.name.startswith("sweep")]
+CONDITIONS = [p for p in PARAMS if p not in SWEEPS]
+
+
+def _smoke_copy(tmp_path: Path, name: str = "smoke", **overrides) -> Path:
+    data = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
+    data.update(name=name, output_dir=str(tmp_path / "outputs"), cache_dir=str(ROOT / ".cache"), **overrides)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, paper_paraphrased_json):
+    """The hub dataset kaist-ai/fictional-knowledge, stood in for by the same data read from ../shared."""
+    real = knowledge.load_paper_json(paper_paraphrased_json)
+
+    def fake_load_hf(dataset_id, split="train"):
+        assert dataset_id == "kaist-ai/fictional-knowledge", dataset_id
+        return knowledge.KnowledgeSet(items=real.items, source=f"hf:{dataset_id}")
+
+    monkeypatch.setattr(knowledge, "load_hf", fake_load_hf)
+
+
+@pytest.mark.parametrize("path", CONDITIONS, ids=lambda p: str(p.relative_to(ROOT / "params")))
+def test_every_params_file_validates_and_dry_runs(path, offline_hub, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    params = load_params(path)
+    plan = pipeline.dry_run_plan(params, calibrate=False)
+    assert plan["steps"] > plan["last_injection"] >= plan["first_injection"] >= 1
+    assert plan["injections"] > 0 and plan["probe_evaluations"] > 0
+    assert plan["knowledge_row_share_max"] <= params.inject.max_row_fraction
+    assert plan["train_tokens"] == plan["steps"] * plan["tokens_per_step"]
+
+
+def test_dry_run_cli_prints_the_plan_with_a_time_estimate(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert cli.main(["run", "params/smoke.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for key in ("steps", "injected_rows_per_step_max", "probe_evaluations", "train_tokens", "train_flops",
+                "seconds_per_step", "estimated_seconds"):
+        assert key in out, key
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_every_sweep_file_validates(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # condition params are written under the sweep's output folder
+    sweep = pipeline.load_sweep(path)
+    for cond in sweep.conditions:
+        written, params = pipeline.condition_params(path, sweep, cond)
+        assert params.name == cond.name and written.is_file()
+
+
+def test_factacq_run_smoke_end_to_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("FACTACQ_PROGRESS", "0")
+    params_path = _smoke_copy(tmp_path)
+    assert cli.main(["run", str(params_path)]) == 0
+    run_dir = tmp_path / "outputs" / "smoke"
+    for name in pipeline.CONDITION_NOTEBOOKS:
+        rendered = nbformat.read(run_dir / "notebooks" / name, as_version=4)
+        errors = [o for c in rendered.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, (name, errors)
+        assert any(c.get("outputs") for c in rendered.cells if c.cell_type == "code"), name
+    for table in ("effectivity_summary.csv", "fits.csv", "retainability_points.csv", "summary.csv"):
+        assert len(pd.read_csv(run_dir / "tables" / table)) > 0, table
+    for fig in ("dynamics", "retention", "stationarity", "pretrain_loss"):
+        for ext in ("png", "pdf"):
+            assert (run_dir / "figures" / f"{fig}.{ext}").stat().st_size > 1000, (fig, ext)
+    sidecar = json.loads((run_dir / "run.json").read_text())
+    assert sidecar["complete"] and sidecar["provenance"]["versions"]["torch"].startswith("2.13.0")
+    out = capsys.readouterr().out
+    assert "=== factacq: smoke ===" in out and "effectivity E" in out and str(run_dir / "figures") in out
+    # a second run is skipped: the condition is complete
+    assert cli.main(["run", str(params_path)]) == 0
+    assert "complete, skipping" in capsys.readouterr().out
+
+
+def test_sweep_runs_conditions_once_and_renders_the_comparison(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("FACTACQ_PROGRESS", "0")
+    base = _smoke_copy(tmp_path)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "mini", "output_dir": str(tmp_path / "outputs"),
+        "conditions": [{"name": "bs8", "params": base.name},
+                       {"name": "bs16", "params": base.name, "overrides": {"inject": {"batch_size": 16}}}],
+        "compare": {"batch_size": ["bs8", "bs16"]}}))
+    assert cli.main(["sweep", str(sweep)]) == 0
+    sweep_dir = tmp_path / "outputs" / "mini"
+    assert (sweep_dir / "bs8" / pipeline.COMPLETE).is_file() and (sweep_dir / "bs16" / pipeline.COMPLETE).is_file()
+    rendered = nbformat.read(sweep_dir / "notebooks" / pipeline.CONDITIONS_NOTEBOOK, as_version=4)
+    assert not [o for c in rendered.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                if o.get("output_type") == "error"]
+    assert (sweep_dir / "figures" / "fig5_batch_size.png").is_file()
+    assert (sweep_dir / "figures" / "fig3_batch_size_duplicate.png").is_file()
+    capsys.readouterr()
+    assert cli.main(["sweep", str(sweep)]) == 0  # idempotent: both conditions are skipped
+    out = capsys.readouterr().out
+    assert out.count("complete, skipping") == 2
+
+
+def test_bad_sweep_is_one_clear_error(tmp_path, capsys):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("name: s\nconditions:\n  - {name: a, params: a.yaml}\n  - {name: a, params: b.yaml}\n")
+    assert cli.main(["sweep", str(sweep)]) == 2
+    assert "duplicate condition name(s) ['a']" in capsys.readouterr().err
