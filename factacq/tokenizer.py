@@ -1,0 +1,97 @@
+"""Tokenizers: a byte-level BPE trained on the background corpus only, or an HF model's own."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from factacq.errors import FactacqError
+
+EOS = "<|endoftext|>"
+TRAINING_TEXT_HASH = "training_text.sha256"  # what the tokenizer was trained on, for audits
+
+
+def documents_hash(documents) -> str:
+    h = hashlib.sha256()
+    for doc in documents:
+        h.update(hashlib.sha256(doc.encode("utf-8")).digest())
+    return h.hexdigest()
+
+
+def train_tokenizer(documents, vocab_size: int, out_dir) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``documents`` (the background corpus, never injected knowledge) and
+    save it as a standard HF tokenizer folder at ``out_dir`` (atomically)."""
+    documents = list(documents)
+    if not documents:
+        raise FactacqError("tokenizer: no documents to train on (empty corpus)")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(documents, trainer=trainer, length=len(documents))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp-"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private
+    tok.save_pretrained(tmp)
+    (tmp / TRAINING_TEXT_HASH).write_text(documents_hash(documents) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return load_tokenizer(out_dir)
+
+
+def load_tokenizer(name_or_path, revision: str | None = None, trust_remote_code: bool = False):
+    try:
+        tok = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision,
+                                            trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FactacqError(f"tokenizer: cannot load {str(name_or_path)!r}: {first}") from None
+    if tok.eos_token_id is None:
+        raise FactacqError(f"tokenizer: {str(name_or_path)!r} has no eos token")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tokenizer_dir(params, documents_sha: str) -> Path:
+    key = hashlib.sha256(f"{documents_sha}|{params.tokenizer.vocab_size}|bytelevel-bpe-v1".encode())
+    return Path(params.cache_dir) / "tokenizer" / key.hexdigest()[:12]
+
+
+def get_tokenizer(params, documents=None):
+    """The run's tokenizer: ``tokenizer.path`` if set; else an HF model's own (``model.name_or_path``);
+    else a BPE trained on the background documents, cached under <cache_dir>/tokenizer/<hash>."""
+    if params.tokenizer.path:
+        return load_tokenizer(params.tokenizer.path)
+    if params.model.name_or_path:
+        return load_tokenizer(params.model.name_or_path, revision=params.model.revision,
+                              trust_remote_code=params.model.trust_remote_code)
+    if documents is None:
+        from factacq.corpus import load_documents, split_documents
+
+        documents = split_documents(load_documents(params.corpus), params.corpus, "train")
+    out = tokenizer_dir(params, documents_hash(documents))
+    if (out / "tokenizer.json").is_file():
+        return load_tokenizer(out)
+    return train_tokenizer(documents, params.tokenizer.vocab_size, out)
+
+
+def tokenizer_fingerprint(tok) -> str:
+    """A stable identity of a tokenizer (its serialized vocabulary and rules), for cache keys."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    blob = backend.to_str() if backend is not None else repr(sorted(tok.get_vocab().items()))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
