@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inject = sub.add_parser("inject", help="continue from a stage checkpoint, inject knowledge, probe")
     inject.add_argument("params", help="params YAML")
-    inject.add_argument("--out", default=None, help="run folder (default: <output_dir>/<name>/run)")
+    inject.add_argument("--out", default=None, help="run folder (default: <output_dir>/<name>)")
 
     resume = sub.add_parser("resume", help="continue a killed inject run to the same end")
     resume.add_argument("run_dir")
