@@ -221,8 +221,9 @@ def probe_schedule(plan, pp, groups: dict[str, str]) -> dict[str, np.ndarray]:
     """Steps at which each probed item is evaluated (sorted, unique, within 0..plan.total_steps).
 
     Per injected item: step 0, every injection step t_i (t_pre is the first), every step of each
-    window (t_i, t_i + window], then ``log_points`` log-spaced steps from the end of its last
-    window to the end of the run. Control items are probed at the union of the injected items'
+    window (t_i, t_i + window], then the points after its last window of one log-spaced grid of
+    ``log_points`` steps shared by all items (from the earliest end of any item's last window to the
+    end of the run). Control items are probed at the union of the injected items'
     steps, so every injected probe value has a control value at the same step (control adjustment).
     ``pp.every_step`` probes every step."""
     total = plan.total_steps
@@ -241,12 +242,18 @@ def probe_schedule(plan, pp, groups: dict[str, str]) -> dict[str, np.ndarray]:
             s.update(range(t + 1, min(t + pp.window, total) + 1))
         return s
 
+    # one log-spaced grid shared by all items, from the earliest end of an item's last window to the
+    # end of the run; each item is probed on the grid points after its own last window. A shared grid
+    # keeps the control items' schedule (the union) nearly as small as one item's.
+    last_window_ends = [min(max(v) + pp.window, total) for v in by_item.values()] or [0]
+    grid_start = min(last_window_ends)
+    grid = {total}
+    if pp.log_points > 0 and grid_start < total:
+        grid |= {int(grid_start + round(o)) for o in np.geomspace(1, total - grid_start, pp.log_points)}
+
     def tail(last: int) -> set[int]:
         start = min(last + pp.window, total)
-        if pp.log_points == 0 or start >= total:
-            return {total}
-        offsets = np.geomspace(1, total - start, pp.log_points)
-        return {int(start + round(o)) for o in offsets} | {total}
+        return {g for g in grid if g > start} | {total}
 
     out = {}
     for item_id in probed:
