@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/factacq run params/demo.yaml
+	$(BIN)/factacq run params/default.yaml
 
 reproduce: $(STAMP)
 	$(BIN)/factacq sweep params/sweep_miniature.yaml
