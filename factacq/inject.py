@@ -304,10 +304,11 @@ class _Run:
         idx = self.probes_at.get(step)
         if idx is None or len(idx) == 0:
             return []
-        mine = idx[self.world.rank::self.world.size]
+        fsdp = D.is_fsdp(model)  # every rank takes part in every forward pass: all score all probes
+        mine = idx if fsdp else idx[self.world.rank::self.world.size]
         values = score(D.unwrap(model), self.encoded.subset(mine), self.params.probe.batch_size,
                        self.device)
-        parts = D.gather_objects((mine, values), self.world)
+        parts = [(mine, values)] if fsdp else D.gather_objects((mine, values), self.world)
         records = []
         for rows, vals in parts:
             for j, i in enumerate(rows.tolist()):
@@ -406,9 +407,11 @@ def _loop(run: _Run, state, base: dict, start: int, writer) -> None:
         pending.extend(run.probe_records(state.model, s, state.step))
         if s % ip.checkpoint_every == 0 or s == total:
             flush()
+            model_state, optimizer_state = D.full_state_dicts(state, world)  # FSDP: gathered on rank 0
             if world.main:
                 save_checkpoint(state, run.run_dir / "checkpoints" / CHECKPOINT,
-                                extra={"run_step": s, "n_chunks": writer.next_chunk})
+                                extra={"run_step": s, "n_chunks": writer.next_chunk},
+                                model_state=model_state, optimizer_state=optimizer_state)
             D.barrier(world)
         elif s % ip.flush_every == 0:
             flush()
@@ -473,12 +476,14 @@ def _execute(params: Params, run_dir: Path, resume_from: Path | None) -> Path:
             pretrain(params)  # one rank builds (or reuses) the cached tokenizer, stream and base
         D.barrier(world)
         run = _Run(params, run_dir, world, device)
+        # FSDP loads the full model on the CPU; fully_shard moves each rank's shard to its device
+        load_device = "cpu" if world.active and params.inject.parallel == "fsdp" else device
         if resume_from is None:
             if world.main:
                 for sub in ("log", "checkpoints"):
                     shutil.rmtree(run_dir / sub, ignore_errors=True)
             D.barrier(world)
-            state, source = _start_state(params, run.tokenizer, device)
+            state, source = _start_state(params, run.tokenizer, load_device)
             # the next rows pretraining would have seen, or the held-out split from its start
             position = 0 if params.corpus.heldout else state.data_position
             base = {"step": state.step, "data_position": position, "stream": run.split, **source}
@@ -499,14 +504,14 @@ def _execute(params: Params, run_dir: Path, resume_from: Path | None) -> Path:
         else:
             sidecar = load_sidecar(run_dir)
             base = sidecar["base"]
-            state, extra = load_checkpoint(resume_from, params.optim, device,
+            state, extra = load_checkpoint(resume_from, params.optim, load_device,
                                            constant_lr=params.inject.constant_lr)
             start = extra["run_step"]
             if world.main:
                 RunLogWriter(run_dir).truncate_after(extra["n_chunks"])
             D.barrier(world)
         writer = RunLogWriter(run_dir)
-        state.model = D.wrap(state.model, world, device)
+        D.shard_state(state, world, device, params.inject.parallel)
         if start < run.plan.total_steps:
             _loop(run, state, base, start, writer)
         state.model = D.unwrap(state.model)

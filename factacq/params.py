@@ -154,6 +154,9 @@ class InjectParams(Section):
     checkpoint_every: int = Field(200, ge=1)
     flush_every: int = Field(50, ge=1)  # steps between run-log chunks (readable while training)
     seed: int = 0  # row choice of the batch surgery
+    # under torchrun: ddp replicates the model; fsdp shards parameters, gradients and optimizer
+    # state over the ranks (for models that do not fit one device)
+    parallel: Literal["ddp", "fsdp"] = "ddp"
 
 
 class ProbeParams(Section):

@@ -101,7 +101,8 @@ def make_scheduler(optimizer, op: OptimParams, total_steps: int, constant_lr: fl
 
 
 def _takes_logits_to_keep(model) -> bool:
-    forward = getattr(model, "module", model).forward  # through a DDP wrapper
+    model = getattr(model, "module", model)  # through a DDP wrapper
+    forward = getattr(model, "_orig_mod", model).forward  # and a torch.compile one
     return "logits_to_keep" in inspect.signature(forward).parameters
 
 
@@ -110,8 +111,12 @@ def row_losses(model, input_ids: torch.Tensor) -> torch.Tensor:
 
     Logits are computed for the first L-1 positions only (``logits_to_keep``) so the vocab-sized
     tensor is produced contiguous, with no slice copy; that is most of a step's memory traffic."""
+    return _row_losses(model, input_ids, _takes_logits_to_keep(model))
+
+
+def _row_losses(model, input_ids: torch.Tensor, keep_logits: bool) -> torch.Tensor:
     targets = input_ids[:, 1:]
-    if _takes_logits_to_keep(model):
+    if keep_logits:
         keep = torch.arange(input_ids.size(1) - 1, device=input_ids.device)
         logits = model(input_ids=input_ids, logits_to_keep=keep).logits
     else:
@@ -119,6 +124,23 @@ def row_losses(model, input_ids: torch.Tensor) -> torch.Tensor:
     ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
                          reduction="none")
     return ce.view(targets.shape).mean(dim=1)
+
+
+_compiled_row_losses = None
+
+
+def _loss_fn(model) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]:
+    """:func:`row_losses`; for a model wrapped in ``torch.compile`` (opt-in), the whole loss
+    (model and cross-entropy) compiled around the unwrapped model, so inductor fuses the
+    vocab-sized softmax too. Compiled numerics differ from eager in the last bits."""
+    global _compiled_row_losses
+    inner = getattr(model, "_orig_mod", None)
+    if inner is None:
+        return row_losses
+    if _compiled_row_losses is None:
+        _compiled_row_losses = torch.compile(_row_losses)
+    keep = _takes_logits_to_keep(inner)
+    return lambda _, input_ids: _compiled_row_losses(inner, input_ids, keep)
 
 
 def _autocast(device: str):
@@ -136,6 +158,7 @@ def train_step(state: TrainState, batch: Batch, *, micro_batch_size: int | None 
     ids = batch.input_ids.to(device, non_blocking=True)
     n_rows = ids.size(0)
     micro = micro_batch_size or n_rows
+    loss_fn = _loss_fn(model)
     losses = []
     for i in range(0, n_rows, micro):
         last = i + micro >= n_rows
@@ -143,12 +166,14 @@ def train_step(state: TrainState, batch: Batch, *, micro_batch_size: int | None 
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             with _autocast(device):
-                rl = row_losses(model, ids[i:i + micro])
+                rl = loss_fn(model, ids[i:i + micro])
             (rl.sum() / n_rows).backward()
         losses.append(rl.detach())
     rl = torch.cat(losses).cpu()
     trainable = [p for p in model.parameters() if p.requires_grad]
     grad_norm = torch.nn.utils.clip_grad_norm_(trainable, grad_clip if grad_clip else float("inf"))
+    if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+        grad_norm = grad_norm.full_tensor()
     lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
     state.scheduler.step()
@@ -230,20 +255,22 @@ def _atomic_dir_swap(tmp: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(state: TrainState, path, extra: dict | None = None, tokenizer=None) -> None:
+def save_checkpoint(state: TrainState, path, extra: dict | None = None, tokenizer=None,
+                    model_state: dict | None = None, optimizer_state: dict | None = None) -> None:
     """Write a checkpoint folder atomically (temp dir + rename): model (safetensors), optimizer.pt,
     scheduler.pt, state.json (step, data_position, tokens, optim, extra, python/numpy RNG), rng.pt
-    (torch RNG), and the tokenizer if given (so the folder also loads as a plain HF model)."""
+    (torch RNG), and the tokenizer if given (so the folder also loads as a plain HF model).
+    ``model_state`` / ``optimizer_state`` replace the live state dicts (FSDP gathers them)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private
     try:
         model = getattr(state.model, "module", state.model)
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(optimizer_state or state.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
