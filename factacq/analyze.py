@@ -21,8 +21,6 @@ Writes into RUN_DIR (each file through a temp file + rename):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from factacq import figures, fits, metrics
+from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 from factacq.params import Params, parse_params
 from factacq.runlog import load_run, load_sidecar, write_json_atomic
@@ -38,15 +37,8 @@ RAW, ADJUSTED = "raw", "control-adjusted"
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

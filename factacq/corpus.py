@@ -12,15 +12,14 @@ from __future__ import annotations
 import bz2
 import hashlib
 import json
-import os
 import re
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 from factacq.params import CorpusParams
 
@@ -290,16 +289,12 @@ def build_stream(params, tokenizer, split: str = "train", documents: list[str] |
     if not (out / "meta.json").is_file():
         tokens = _tokenize(docs, tokenizer)
         out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out, suffix=".npy.tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(out / "tokens.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, tokens)
-        os.replace(tmp, out / "tokens.npy")
         meta = {"n_documents": len(docs), "n_tokens": int(len(tokens)), "seq_len": seq_len,
                 "n_rows": int(len(tokens) // seq_len), "seed": seed, "split": split,
                 "corpus_source": params.corpus.source, "dtype": str(tokens.dtype)}
-        fd, tmp = tempfile.mkstemp(dir=out, suffix=".json.tmp")
-        with os.fdopen(fd, "w") as f:
+        with atomic_path(out / "meta.json") as tmp, open(tmp, "w") as f:
             json.dump(meta, f, indent=2)
-        os.replace(tmp, out / "meta.json")
     tokens = np.load(out / "tokens.npy", mmap_mode="r")
     return TokenStream(tokens, seq_len, seed, path=out)

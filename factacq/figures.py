@@ -14,8 +14,6 @@ Each function returns a matplotlib Figure; :func:`save_figure` writes it as PNG 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -23,6 +21,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 from factacq.metrics import encounters, mean_trajectories, probe_rows
 
@@ -61,14 +60,8 @@ def save_figure(fig, directory: str | Path, name: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         path = directory / f"{name}.{ext}"
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=f".{ext}")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=f".{ext}") as tmp:
             fig.savefig(tmp, format=ext, dpi=150)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         paths.append(path)
     return paths
 

@@ -16,17 +16,16 @@ Every loader validates the whole input before returning anything; a problem rais
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import statistics
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 from factacq.params import GROUPS, KnowledgeParams, Params
 
@@ -332,20 +331,12 @@ def load_jsonl(path: str | Path) -> KnowledgeSet:
 
 def save_jsonl(ks: KnowledgeSet, path: str | Path) -> None:
     """Write one item per line, atomically (temp file + rename); :func:`load_jsonl` reads it back equal."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for item in ks.items:
-                obj = item.model_dump(mode="json")
-                for p in obj["probes"]:
-                    del p["item_id"]  # implied by the line
-                fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for item in ks.items:
+            obj = item.model_dump(mode="json")
+            for p in obj["probes"]:
+                del p["item_id"]  # implied by the line
+            fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,14 +9,13 @@ docs/architecture.md ("Run log schema").
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 
 RECORDS = ("probe", "injection", "train")
@@ -51,16 +50,8 @@ CHUNK_PREFIX = "chunk-"
 
 def write_json_atomic(path: str | Path, data: dict) -> None:
     """Write JSON to `path` through a temp file + rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True, default=str)
 
 
 def to_table(records: list[dict] | pd.DataFrame) -> pa.Table:
@@ -101,14 +92,8 @@ class RunLogWriter:
         if table.num_rows == 0:
             return None
         path = self.log_dir / f"{CHUNK_PREFIX}{self.next_chunk:06d}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=self.log_dir, prefix=".chunk.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self.next_chunk += 1
         return path
 
