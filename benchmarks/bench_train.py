@@ -14,6 +14,10 @@ Variants are timed side by side, interleaved round by round, so a busy machine s
 ``compile`` is the same step with the model wrapped in ``torch.compile`` (inductor, opt-in: fused
 elementwise kernels change the fp32 rounding, so its numerics are not bit-identical to eager).
 The figure per variant is the median over rounds of the mean s/step of a round (and the best).
+
+Like ``factacq.train.train``, the benchmark first calls ``keep_freed_memory`` (glibc keeps freed
+buffers for reuse). That is process-wide and cannot be undone, so the step without it is measured in
+a separate run: ``FACTACQ_KEEP_FREED_MEMORY=0 python benchmarks/bench_train.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ os.environ.setdefault("FACTACQ_PROGRESS", "0")
 
 from factacq.models import build_model, count_parameters  # noqa: E402
 from factacq.params import load_params  # noqa: E402
-from factacq.train import Batch, TrainState, make_optimizer, make_scheduler, train_step  # noqa: E402
+from factacq.train import (Batch, TrainState, keep_freed_memory, make_optimizer,  # noqa: E402
+                           make_scheduler, train_step)
 
 VARIANTS = ("eager", "compile")
 
@@ -64,6 +69,7 @@ def make_state(params, variant: str) -> TrainState:
 
 
 def bench(params_path: str, steps: int, rounds: int = 4, variants=("eager",), warmup: int = 3) -> dict:
+    kept = keep_freed_memory()
     params = load_params(params_path)
     pp, vocab = params.pretrain, params.tokenizer.vocab_size
     batch = Batch(torch.randint(0, vocab, (pp.batch_size, pp.seq_len)),
@@ -85,6 +91,7 @@ def bench(params_path: str, steps: int, rounds: int = 4, variants=("eager",), wa
     tokens = pp.batch_size * pp.seq_len
     out = {"preset": params.model.preset, "parameters": n_params, "batch": pp.batch_size,
            "seq_len": pp.seq_len, "vocab": vocab, "threads": torch.get_num_threads(),
+           "keep_freed_memory": kept,
            "gemm_peak_gflops": round(peak / 1e9, 1), "variants": {}}
     for v, s in seconds.items():
         median, best = statistics.median(s), min(s)
@@ -115,7 +122,8 @@ def main() -> int:
         return 0
     for v, r in result["variants"].items():
         print(f"train {result['preset']} {v} ({result['parameters'] / 1e6:.2f}M params, batch "
-              f"{result['batch']}x{result['seq_len']}, {result['threads']} threads): "
+              f"{result['batch']}x{result['seq_len']}, {result['threads']} threads, keep_freed_memory "
+              f"{result['keep_freed_memory']}): "
               f"{r['tokens_per_s']:.0f} tokens/s, {r['s_per_step']:.3f} s/step; "
               f"{r['achieved_gflops']:.0f} GFLOP/s of {result['gemm_peak_gflops']:.0f} fp32 "
               f"GEMM peak = MFU {100 * r['mfu']:.1f}% (best round {100 * r['best_mfu']:.1f}%)")

@@ -187,3 +187,37 @@ def test_compiled_model_trains_like_eager(tmp_path):
     inner = compiled.model._orig_mod.state_dict()
     for k, v in eager.model.state_dict().items():
         torch.testing.assert_close(inner[k], v, rtol=1e-4, atol=1e-5)
+
+
+_TRAIN_SCRIPT = """
+import hashlib, torch
+from factacq.models import build_model
+from factacq.params import ModelParams, OptimParams
+from factacq.train import (Batch, TrainState, keep_freed_memory, make_optimizer, make_scheduler,
+                           train_step)
+kept = keep_freed_memory()
+torch.manual_seed(0)
+model = build_model(ModelParams(preset="micro"), 4096, 64, eos_token_id=0)
+opt = make_optimizer(model, OptimParams())
+state = TrainState(model, opt, make_scheduler(opt, OptimParams(), 100))
+ids = torch.randint(0, 4096, (8, 64))  # logits of 8 MB: over glibc's initial mmap threshold
+losses = [train_step(state, Batch(ids, torch.ones(8, dtype=torch.bool)))["loss"] for _ in range(3)]
+digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters()))
+print(kept, [x.hex() for x in losses], digest.hexdigest())
+"""
+
+
+def test_keep_freed_memory_is_on_by_default_and_bit_identical():
+    """The glibc allocator setting only moves buffers: losses and weights match bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    out = {}
+    for flag in ("1", "0"):
+        env = dict(os.environ, FACTACQ_KEEP_FREED_MEMORY=flag)
+        run = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT], env=env, capture_output=True,
+                             text=True, check=True)
+        out[flag] = run.stdout.split(" ", 1)
+    assert out["1"][0] == "True" and out["0"][0] == "False"
+    assert out["1"][1] == out["0"][1]
