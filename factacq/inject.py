@@ -420,7 +420,7 @@ def _loop(run: _Run, state, base: dict, start: int, writer) -> None:
         pending.extend(run.probe_records(state.model, 0, base_step))
     train(state, total - start, get_batch, on_step=on_step,
           micro_batch_size=params.pretrain.micro_batch_size, grad_clip=params.optim.grad_clip,
-          device=run.device, desc="inject")
+          device=run.device, compile=params.compile, desc="inject")
     flush()
 
 
@@ -470,6 +470,9 @@ def _execute(params: Params, run_dir: Path, resume_from: Path | None) -> Path:
     world, device = D.init_world(resolve_device(params.device))
     t0 = time.perf_counter()
     try:
+        if params.compile and world.active:
+            raise FactacqError("compile: true is for single-process runs; under torchrun set "
+                               "compile: false")
         if world.main and params.model.name_or_path is None and params.inject.stage in params.pretrain.stages:
             from factacq.train import pretrain
 

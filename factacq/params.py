@@ -196,12 +196,19 @@ class Params(Section):
     probe: ProbeParams = ProbeParams()
     analysis: AnalysisParams = AnalysisParams()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # compile the training loss (model and cross-entropy) with torch.compile (inductor): faster CPU
+    # steps after ~40 s of compiling (README: Benchmarks); numerics differ from eager in the last
+    # bits, so a compiled base or run has its own hash. Single process only (not under torchrun).
+    compile: bool = False
     output_dir: str = "outputs"
     cache_dir: str = ".cache"
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections (all if none), for cache keys."""
         data = self.model_dump(mode="json")
+        if not data["compile"]:  # the hashes of eager runs stay those from before the option
+            del data["compile"]
+            sections = tuple(s for s in sections if s != "compile")
         if sections:
             data = {s: data[s] for s in sections}
         blob = json.dumps(data, sort_keys=True).encode()

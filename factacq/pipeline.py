@@ -317,12 +317,14 @@ def dry_run_plan(params: Params, calibrate: bool = True) -> dict:
 
 
 def calibrate_cpu(params: Params, steps: int = 3) -> dict:
-    """Time a few training steps and one probe-sized forward of the params' model on random tokens."""
+    """Time a few eager training steps and one probe-sized forward of the params' model on random
+    tokens (with the allocator setting training uses; `compile: true` is timed as eager)."""
     import torch
 
     from factacq.models import build_model
-    from factacq.train import make_optimizer, row_losses
+    from factacq.train import keep_freed_memory, make_optimizer, row_losses
 
+    keep_freed_memory()
     torch.manual_seed(0)
     seq, rows = params.pretrain.seq_len, params.inject.batch_size or params.pretrain.batch_size
     model = build_model(params.model, params.tokenizer.vocab_size, seq)

@@ -129,14 +129,18 @@ def _row_losses(model, input_ids: torch.Tensor, keep_logits: bool) -> torch.Tens
 _compiled_row_losses = None
 
 
-def _loss_fn(model) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]:
-    """:func:`row_losses`; for a model wrapped in ``torch.compile`` (opt-in), the whole loss
-    (model and cross-entropy) compiled around the unwrapped model, so inductor fuses the
-    vocab-sized softmax too. Compiled numerics differ from eager in the last bits."""
+def _loss_fn(model, compile: bool = False) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]:
+    """:func:`row_losses`, or with ``compile`` (params ``compile: true``) or for a model wrapped in
+    ``torch.compile`` the whole loss (model and cross-entropy) compiled around the plain model, so
+    inductor fuses the vocab-sized softmax too. Compiled numerics differ from eager in the last bits."""
     global _compiled_row_losses
     inner = getattr(model, "_orig_mod", None)
-    if inner is None:
+    if inner is None and not compile:
         return row_losses
+    inner = model if inner is None else inner
+    if hasattr(inner, "no_sync"):  # a DDP wrapper
+        raise FactacqError("compile: true is for single-process training; under torchrun (DDP/FSDP) "
+                           "set compile: false")
     if _compiled_row_losses is None:
         _compiled_row_losses = torch.compile(_row_losses)
     keep = _takes_logits_to_keep(inner)
@@ -150,15 +154,16 @@ def _autocast(device: str):
 
 
 def train_step(state: TrainState, batch: Batch, *, micro_batch_size: int | None = None,
-               grad_clip: float | None = 1.0, device: str = "cpu") -> dict:
+               grad_clip: float | None = 1.0, device: str = "cpu", compile: bool = False) -> dict:
     """One optimizer update on ``batch`` (accumulated over micro batches). Returns loss, bg_loss
-    (background rows only; nan if none), lr (used for this update), grad_norm (before clipping)."""
+    (background rows only; nan if none), lr (used for this update), grad_norm (before clipping).
+    ``compile``: the loss through torch.compile (see :func:`_loss_fn`)."""
     model, optimizer = state.model, state.optimizer
     model.train()
     ids = batch.input_ids.to(device, non_blocking=True)
     n_rows = ids.size(0)
     micro = micro_batch_size or n_rows
-    loss_fn = _loss_fn(model)
+    loss_fn = _loss_fn(model, compile)
     losses = []
     for i in range(0, n_rows, micro):
         last = i + micro >= n_rows
@@ -225,7 +230,7 @@ def keep_freed_memory() -> bool:
 def train(state: TrainState, n_steps: int, get_batch: Callable[[TrainState], Batch], *,
           on_step: Callable[[TrainState, dict], None] | None = None,
           micro_batch_size: int | None = None, grad_clip: float | None = 1.0, device: str = "cpu",
-          desc: str = "train") -> TrainState:
+          compile: bool = False, desc: str = "train") -> TrainState:
     """Run ``n_steps`` updates; ``get_batch(state)`` gives the next batch (and advances
     ``state.data_position``); ``on_step(state, metrics)`` runs after each update. Metrics include
     ``tokens_per_s`` of the update. Calls :func:`keep_freed_memory` first."""
@@ -236,7 +241,7 @@ def train(state: TrainState, n_steps: int, get_batch: Callable[[TrainState], Bat
         t0 = time.perf_counter()
         batch = get_batch(state)
         metrics = train_step(state, batch, micro_batch_size=micro_batch_size, grad_clip=grad_clip,
-                             device=device)
+                             device=device, compile=compile)
         metrics["tokens_per_s"] = batch.input_ids.numel() / max(time.perf_counter() - t0, 1e-9)
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
         bar.update(1)
@@ -370,7 +375,7 @@ def load_checkpoint(path, op: OptimParams | None = None, device: str = "cpu",
 
 def base_dir(params: Params) -> Path:
     """<cache_dir>/base/<hash of the corpus, tokenizer, model, optim and pretrain sections>."""
-    return Path(params.cache_dir) / "base" / params.section_hash(*BASE_SECTIONS)
+    return Path(params.cache_dir) / "base" / params.section_hash(*BASE_SECTIONS, "compile")
 
 
 def stage_path(params: Params, stage: str) -> Path:
@@ -443,7 +448,7 @@ def pretrain(params: Params, force: bool = False) -> Path:
     try:
         train(state, pp.steps, stream_batches(stream, pp.batch_size), on_step=on_step,
               micro_batch_size=pp.micro_batch_size, grad_clip=params.optim.grad_clip, device=device,
-              desc="pretrain")
+              compile=params.compile, desc="pretrain")
         pd.DataFrame(log).to_parquet(tmp / "pretrain_log.parquet", index=False)
         (tmp / "params.yaml").write_text(dump_params(params))
         run = {"kind": "pretrain", "params_hash": out.name, "complete": True,

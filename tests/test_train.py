@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +19,9 @@ from factacq.tokenizer import get_tokenizer
 from factacq.train import (Batch, TrainState, base_dir, load_checkpoint, lr_ratio, make_optimizer,
                            make_scheduler, new_state, pretrain, row_losses, save_checkpoint,
                            stage_path, stream_batches, train, train_step)
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _setup(tmp_path, **sections):
@@ -169,24 +174,42 @@ def test_load_checkpoint_options_for_injection_runs(tmp_path):
     assert lrs[-3:] == pytest.approx([floor] * 3) and lrs[0] > floor
 
 
-def test_compiled_model_trains_like_eager(tmp_path):
-    """The opt-in torch.compile path (the whole loss compiled) matches the eager step to 1e-5."""
+def test_compile_option_trains_like_eager(tmp_path):
+    """params `compile: true` (the whole loss through inductor) matches the eager step to 1e-5."""
     _, stream, eager = _setup(tmp_path)
     _, _, compiled = _setup(tmp_path)
-    compiled.model = torch.compile(compiled.model)
     ids = stream.rows(0, 4)
     background = torch.ones(4, dtype=torch.bool)
     for _ in range(2):
         m_eager = train_step(eager, Batch(ids, background))
-        m_compiled = train_step(compiled, Batch(ids, background))
+        m_compiled = train_step(compiled, Batch(ids, background), compile=True)
         assert m_compiled["loss"] == pytest.approx(m_eager["loss"], rel=1e-5)
         assert m_compiled["grad_norm"] == pytest.approx(m_eager["grad_norm"], rel=1e-4)
     from factacq import train as train_module
 
     assert train_module._compiled_row_losses is not None  # the whole loss went through inductor
-    inner = compiled.model._orig_mod.state_dict()
+    weights = compiled.model.state_dict()
     for k, v in eager.model.state_dict().items():
-        torch.testing.assert_close(inner[k], v, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(weights[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_option_keys_its_own_base_and_refuses_ddp(tmp_path):
+    params = load_params(ROOT / "params" / "default.yaml")
+    compiled = params.model_copy(update={"compile": True})
+    # eager hashes are those from before the option: the committed reference render's base
+    reference = json.loads((ROOT / "outputs" / "reference" / "run.json").read_text())
+    assert Path(reference["base"]["path"]).parent.parent.name == base_dir(params).name
+    assert base_dir(compiled) != base_dir(params)
+    assert compiled.section_hash() != params.section_hash()
+
+    class FakeDDP(torch.nn.Module):
+        def no_sync(self):
+            raise AssertionError("not reached")
+
+    state = TrainState(FakeDDP(), None, None)
+    with pytest.raises(FactacqError, match="compile: true is for single-process"):
+        train_step(state, Batch(torch.zeros(1, 8, dtype=torch.long), torch.ones(1, dtype=torch.bool)),
+                   compile=True)
 
 
 _TRAIN_SCRIPT = """
