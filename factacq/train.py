@@ -374,7 +374,8 @@ def load_checkpoint(path, op: OptimParams | None = None, device: str = "cpu",
 
 
 def base_dir(params: Params) -> Path:
-    """<cache_dir>/base/<hash of the corpus, tokenizer, model, optim and pretrain sections>."""
+    """<cache_dir>/base/<hash of the corpus, tokenizer, model, optim and pretrain sections (and
+    compile, when true)>."""
     return Path(params.cache_dir) / "base" / params.section_hash(*BASE_SECTIONS, "compile")
 
 
