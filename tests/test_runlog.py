@@ -50,3 +50,19 @@ def test_write_json_atomic(tmp_path):
     write_json_atomic(tmp_path / "run.json", {"a": 1})
     assert json.loads((tmp_path / "run.json").read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    import os
+    import stat
+
+    from factacq.atomic import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "table.csv") as tmp:
+            tmp.write_text("a\n1\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "table.csv").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
