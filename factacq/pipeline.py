@@ -200,20 +200,35 @@ def batch_size_comparisons(runs: dict[str, Path], compare: dict) -> list[str]:
 
 def compare_decay(runs: dict[str, Path], compare: dict, measure: str = "logprob", n_boot: int = 200):
     """Decay constant a of each condition minus the first condition of its comparison, per scenario
-    and probe kind, with bootstrap CIs over items (from each run's retainability points)."""
+    and probe kind, with bootstrap CIs over items (from each run's retainability points). The t
+    bins and IQR factor are the runs' own (params analysis), so each value is the a of that run's
+    fits.csv; conditions of one comparison must agree on them."""
     import pandas as pd
 
     from factacq import fits
 
     rows = []
     for label, members in compare.items():
+        options = {m: _analysis_options(runs[m]) for m in members}
+        if len(set(options.values())) > 1:
+            raise FactacqError(f"compare.{label}: the conditions differ in analysis.retention_bins / "
+                               f"analysis.iqr_factor: {options}")
+        n_bins, iqr_factor = options[members[0]]
         points = {m: select_raw(gather_tables({m: runs[m]}, "retainability_points.csv"), measure=measure)
                   for m in members}
         table = fits.compare_conditions(points, quantity="a", by=("scenario", "kind"),
-                                        reference=members[0], n_boot=n_boot)
+                                        reference=members[0], n_boot=n_boot, n_bins=n_bins,
+                                        iqr_factor=iqr_factor)
         table.insert(0, "comparison", label)
         rows.append(table)
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def _analysis_options(run_dir: Path) -> tuple[int, float]:
+    """(retention_bins, iqr_factor) a run was analysed with (its params in run.json)."""
+    sidecar = Path(run_dir) / "run.json"
+    analysis = parse_params(json.loads(sidecar.read_text()).get("params", {}), str(sidecar)).analysis
+    return analysis.retention_bins, analysis.iqr_factor
 
 
 # ---------------------------------------------------------------- sweeps

@@ -98,11 +98,14 @@ def test_sweep_runs_conditions_once_and_renders_the_comparison(tmp_path, monkeyp
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("FACTACQ_PROGRESS", "0")
     base = _smoke_copy(tmp_path)
+    analysis = {"iqr_factor": 0.5, "retention_bins": 8}
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({
         "name": "mini", "output_dir": str(tmp_path / "outputs"),
-        "conditions": [{"name": "bs8", "params": base.name},
-                       {"name": "bs16", "params": base.name, "overrides": {"inject": {"batch_size": 16}}}],
+        # non-default analysis options, which the cross-condition comparison must use too
+        "conditions": [{"name": "bs8", "params": base.name, "overrides": {"analysis": analysis}},
+                       {"name": "bs16", "params": base.name,
+                        "overrides": {"inject": {"batch_size": 16}, "analysis": analysis}}],
         "compare": {"batch_size": ["bs8", "bs16"]}}))
     assert cli.main(["sweep", str(sweep)]) == 0
     sweep_dir = tmp_path / "outputs" / "mini"
@@ -112,6 +115,14 @@ def test_sweep_runs_conditions_once_and_renders_the_comparison(tmp_path, monkeyp
                 if o.get("output_type") == "error"]
     assert (sweep_dir / "figures" / "fig5_batch_size.png").is_file()
     assert (sweep_dir / "figures" / "fig3_batch_size_duplicate.png").is_file()
+    # the cross-condition a is each run's own fitted a (same t bins and IQR factor as its fits.csv)
+    runs = {m: sweep_dir / m for m in ("bs8", "bs16")}
+    table = pipeline.compare_decay(runs, {"batch_size": ["bs8", "bs16"]}, n_boot=20)
+    fitted = pd.read_csv(sweep_dir / "bs16" / "tables" / "fits.csv").query(
+        "measure == 'logprob' and adjustment == 'raw' and model == 'loglinear'")
+    merged = table.merge(fitted, on=["scenario", "kind"])
+    assert len(merged) == len(table) > 0
+    assert merged["value"].to_numpy() == pytest.approx(merged["a"].to_numpy(), rel=1e-9)
     capsys.readouterr()
     assert cli.main(["sweep", str(sweep)]) == 0  # idempotent: both conditions are skipped
     out = capsys.readouterr().out
