@@ -1,4 +1,4 @@
-"""environment.yml must describe the same environment as pyproject.toml."""
+"""Project files agree: environment.yml with pyproject.toml, the docs with the paths they name."""
 
 import tomllib
 from pathlib import Path
@@ -24,3 +24,17 @@ def test_environment_matches_pyproject():
 def test_torch_is_pinned():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "torch==2.13.0" in project["dependencies"]
+
+
+def test_paths_named_in_the_docs_exist():
+    """Every committed path the README, docs/architecture.md and DEVELOPERS.md name is there."""
+    import re
+
+    pattern = re.compile(r"(?:outputs/reference[a-z_]*|params|notebooks|benchmarks|docs|factacq)/[A-Za-z0-9_./*-]+")
+    missing = []
+    for doc in ("README.md", "docs/architecture.md", "DEVELOPERS.md"):
+        for path in set(pattern.findall((ROOT / doc).read_text())):
+            path = path.rstrip(".")
+            if not (list(ROOT.glob(path)) if "*" in path else (ROOT / path).exists()):
+                missing.append(f"{doc}: {path}")
+    assert not missing, missing
