@@ -1,12 +1,14 @@
 """Atomic file writes: write to a temp file beside the target, rename it into place on success.
 
 A crash or an error never leaves a half-written file at the target path, and the temp file is
-removed on failure. (Checkpoint folders are swapped whole by factacq.train.)
+removed on failure. Folders (checkpoints, the base, the tokenizer) are written the same way with
+:func:`atomic_dir` and swapped in whole.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,4 +33,26 @@ def atomic_path(path: str | Path, suffix: str = ".tmp"):
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a temp folder beside `path` to fill; on success it replaces `path` (an existing folder
+    is first renamed to `<name>.old-<pid>`, then removed), on error it is deleted."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    os.chmod(tmp, 0o777 & ~_umask())  # the mode mkdir would give, not mkdtemp's private 0700
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f"{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from factacq.atomic import atomic_path
-from factacq.errors import FactacqError
+from factacq.errors import FactacqError, first_line
 from factacq.params import CorpusParams
 
 # --------------------------------------------------------------------------- default mixture
@@ -147,8 +147,8 @@ def _hf_documents(cp: CorpusParams) -> list[str]:
     try:
         stream = datasets.load_dataset(name, cp.hf_config, split=cp.hf_split, streaming=True)
     except Exception as exc:  # datasets raises many types; report one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise FactacqError(f"corpus.source: cannot load dataset {name!r}: {first}") from None
+        raise FactacqError(f"corpus.source: cannot load dataset {name!r}: {first_line(exc)}"
+                           ) from None
     docs = []
     for record in stream:
         if cp.text_column not in record:

@@ -10,7 +10,6 @@ runs data-parallel (factacq.distributed). Step conventions: docs/architecture.md
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ import torch
 
 from factacq import distributed as D
 from factacq.errors import FactacqError
-from factacq.params import SCENARIOS, Params, dump_params, load_params, parse_params
+from factacq.params import GROUPS, SCENARIOS, Params, dump_params, load_params, parse_params
 
 CHECKPOINT = "latest"
 
@@ -147,7 +146,7 @@ def build_plan(params: Params, ks, groups: dict[str, str],
                 f"inject: item {ev.item_id!r} text {ev.text_index} is {n_tokens} tokens + EOS, longer than "
                 f"a row of pretrain.seq_len={seq_len}")
     items_by_group = {g: tuple(i for i, gg in groups.items() if gg == g)
-                      for g in SCENARIOS + ("control",)}
+                      for g in GROUPS}
     return InjectionPlan(events, total, items_by_group)
 
 
@@ -192,7 +191,7 @@ def _knowledge(params: Params):
 
 
 def probed_probes(ks, groups: dict[str, str]) -> list:
-    return [p for item in ks if groups.get(item.id) in SCENARIOS + ("control",) for p in item.probes]
+    return [p for item in ks if groups.get(item.id) in GROUPS for p in item.probes]
 
 
 def describe_plan(params: Params) -> dict:
@@ -260,7 +259,7 @@ class _Run:
     """Everything a run rebuilds from its params: knowledge, tokenizer, stream, plan, probes."""
 
     def __init__(self, params: Params, run_dir: Path, world: D.World, device: str):
-        from factacq.corpus import build_stream
+        from factacq.corpus import build_stream, load_documents, split_documents
         from factacq.probe import choose_foils, encode_probes, probe_schedule
         from factacq.tokenizer import get_tokenizer
 
@@ -270,7 +269,8 @@ class _Run:
         self.batch_size = ip.batch_size or params.pretrain.batch_size
         self.seq_len = params.pretrain.seq_len
         ks, self.groups = _knowledge(params)
-        self.tokenizer = get_tokenizer(params)
+        documents = load_documents(params.corpus)  # once, for the tokenizer and the stream
+        self.tokenizer = get_tokenizer(params, split_documents(documents, params.corpus, "train"))
         self.eos_id = int(self.tokenizer.eos_token_id)
         texts = {}
         for item_id in injected_items(self.groups):
@@ -293,7 +293,7 @@ class _Run:
                 at.setdefault(s, []).extend(rows_of_item.get(item_id, []))
         self.probes_at = {s: np.asarray(sorted(v), dtype=np.int64) for s, v in at.items()}
         self.split = "heldout" if params.corpus.heldout else "train"
-        self.stream = build_stream(params, self.tokenizer, self.split)
+        self.stream = build_stream(params, self.tokenizer, self.split, documents=documents)
         self.shard = D.shard(self.batch_size, world)
 
     # ---- records
@@ -346,12 +346,11 @@ def injected_items(groups: dict[str, str]) -> list[str]:
 def _start_state(params: Params, tokenizer, device: str):
     """The state the run continues from: a stage checkpoint (with its optimizer and LR state) or an
     HF model (fresh optimizer, schedule from params.optim)."""
-    from factacq.train import load_checkpoint, new_state, pretrain, stage_path
+    from factacq.train import load_checkpoint, new_state, stage_path
 
     ip = params.inject
     if params.model.name_or_path is None and ip.stage in params.pretrain.stages:
-        pretrain(params)  # reuses the cached base when it exists
-        path = stage_path(params, ip.stage)
+        path = stage_path(params, ip.stage)  # the base _execute built (or reused) before
     elif (Path(ip.stage) / "state.json").is_file():
         path = Path(ip.stage)
     elif params.model.name_or_path is not None:
@@ -517,7 +516,6 @@ def _execute(params: Params, run_dir: Path, resume_from: Path | None) -> Path:
         D.shard_state(state, world, device, params.inject.parallel)
         if start < run.plan.total_steps:
             _loop(run, state, base, start, writer)
-        state.model = D.unwrap(state.model)
         D.barrier(world)
         if world.main:
             report = _report(run_dir, params)
@@ -565,7 +563,7 @@ def resume(run_dir: str | Path) -> Path:
     sidecar = load_sidecar(run_dir)
     params = parse_params(sidecar["params"], str(sidecar_path))
     ckpt = _latest_checkpoint(run_dir)
-    return _execute(params, run_dir, ckpt) if ckpt is not None else _execute(params, run_dir, None)
+    return _execute(params, run_dir, ckpt)
 
 
 def cmd_inject(args) -> int:
@@ -583,4 +581,6 @@ def cmd_resume(args) -> int:
 
 def loaded_report(run_dir: str | Path) -> dict:
     """The end-of-run report stored in a run's run.json."""
-    return json.loads((Path(run_dir) / "run.json").read_text()).get("report", {})
+    from factacq.runlog import load_sidecar
+
+    return load_sidecar(run_dir).get("report", {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, OlmoConfig, OlmoForCausalLM, PreTrainedModel
 
-from factacq.errors import FactacqError
+from factacq.errors import FactacqError, first_line
 from factacq.params import ModelParams
 
 # Shapes of the OLMo architecture (non-parametric LayerNorm, SwiGLU, RoPE, tied embeddings as in
@@ -33,9 +33,7 @@ def build_model(mp: ModelParams, vocab_size: int, seq_len: int, eos_token_id: in
         use_cache=False,
         **PRESETS[mp.preset],
     )
-    model = OlmoForCausalLM(config)
-    model.config.use_cache = False
-    return model
+    return OlmoForCausalLM(config)
 
 
 def load_model(name_or_path, revision: str | None = None, trust_remote_code: bool = False,
@@ -51,8 +49,8 @@ def load_model(name_or_path, revision: str | None = None, trust_remote_code: boo
             str(name_or_path), revision=revision, trust_remote_code=trust_remote_code, dtype=torch_dtype
         )
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FactacqError(f"model.name_or_path: cannot load {str(name_or_path)!r}: {first}") from None
+        raise FactacqError(f"model.name_or_path: cannot load {str(name_or_path)!r}: "
+                           f"{first_line(exc)}") from None
     model.config.use_cache = False
     return model
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from factacq.errors import FactacqError
 from factacq.params import Params, _merge, _read_yaml, dump_params, load_params, parse_params
-from factacq.runlog import write_json_atomic
+from factacq.runlog import load_sidecar, write_json_atomic
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 CONDITION_NOTEBOOKS = ("01_pretrain.ipynb", "02_inject.ipynb", "03_acquisition.ipynb", "04_forgetting.ipynb")
@@ -128,7 +128,7 @@ def ensure_injection_run(params: Params, run_dir: Path) -> Path:
 
     sidecar = Path(run_dir) / "run.json"
     if sidecar.is_file():
-        data = json.loads(sidecar.read_text())
+        data = load_sidecar(run_dir)
         same = parse_params(data.get("params", {}), str(sidecar)).section_hash() == params.section_hash()
         if same and data.get("complete"):
             print(f"{run_dir}: finished run with the same params, reused")
@@ -181,10 +181,9 @@ def retention_by_condition(runs: dict[str, Path], conditions, measure: str = "lo
     out = {}
     for name in conditions:
         tables = Path(runs[name]) / "tables"
-        pick = lambda t: t[(t["measure"] == measure) & (t["adjustment"] == "raw")]  # noqa: E731
-        tokens = json.loads((Path(runs[name]) / "run.json").read_text()).get("tokens_per_step")
-        out[name] = (pick(pd.read_csv(tables / "retainability_mean.csv")),
-                     pick(pd.read_csv(tables / "fits.csv")), tokens)
+        out[name] = (select_raw(pd.read_csv(tables / "retainability_mean.csv"), measure=measure),
+                     select_raw(pd.read_csv(tables / "fits.csv"), measure=measure),
+                     load_sidecar(runs[name]).get("tokens_per_step"))
     return out
 
 
@@ -192,7 +191,7 @@ def batch_size_comparisons(runs: dict[str, Path], compare: dict) -> list[str]:
     """The comparison labels whose conditions differ in tokens per step (Fig. 5 candidates)."""
     labels = []
     for label, members in compare.items():
-        tokens = {json.loads((Path(runs[m]) / "run.json").read_text()).get("tokens_per_step") for m in members}
+        tokens = {load_sidecar(runs[m]).get("tokens_per_step") for m in members}
         if len(tokens) > 1:
             labels.append(label)
     return labels
@@ -226,8 +225,9 @@ def compare_decay(runs: dict[str, Path], compare: dict, measure: str = "logprob"
 
 def _analysis_options(run_dir: Path) -> tuple[int, float]:
     """(retention_bins, iqr_factor) a run was analysed with (its params in run.json)."""
-    sidecar = Path(run_dir) / "run.json"
-    analysis = parse_params(json.loads(sidecar.read_text()).get("params", {}), str(sidecar)).analysis
+    from factacq.analyze import _run_params
+
+    analysis = _run_params(Path(run_dir), load_sidecar(run_dir)).analysis
     return analysis.retention_bins, analysis.iqr_factor
 
 

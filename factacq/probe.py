@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from factacq.errors import FactacqError
+from factacq.params import GROUPS
 
 VALUES = ("logprob", "first_logprob", "seq_logprob", "foil_logprob", "first_foil_logprob")
 
@@ -227,7 +228,7 @@ def probe_schedule(plan, pp, groups: dict[str, str]) -> dict[str, np.ndarray]:
     steps, so every injected probe value has a control value at the same step (control adjustment).
     ``pp.every_step`` probes every step."""
     total = plan.total_steps
-    probed = [i for i, g in groups.items() if g in ("paraphrase", "duplicate", "once", "control")]
+    probed = [i for i, g in groups.items() if g in GROUPS]
     if pp.every_step:
         steps = np.arange(total + 1, dtype=np.int64)
         return {i: steps for i in probed}

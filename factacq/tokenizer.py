@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from factacq.errors import FactacqError
+from factacq.atomic import atomic_dir
+from factacq.errors import FactacqError, first_line
 
 EOS = "<|endoftext|>"
 TRAINING_TEXT_HASH = "training_text.sha256"  # what the tokenizer was trained on, for audits
@@ -41,15 +39,9 @@ def train_tokenizer(documents, vocab_size: int, out_dir) -> PreTrainedTokenizerF
     )
     bpe.train_from_iterator(documents, trainer=trainer, length=len(documents))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp-"))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    tok.save_pretrained(tmp)
-    (tmp / TRAINING_TEXT_HASH).write_text(documents_hash(documents) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        tok.save_pretrained(tmp)
+        (tmp / TRAINING_TEXT_HASH).write_text(documents_hash(documents) + "\n")
     return load_tokenizer(out_dir)
 
 
@@ -58,8 +50,8 @@ def load_tokenizer(name_or_path, revision: str | None = None, trust_remote_code:
         tok = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision,
                                             trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FactacqError(f"tokenizer: cannot load {str(name_or_path)!r}: {first}") from None
+        raise FactacqError(f"tokenizer: cannot load {str(name_or_path)!r}: {first_line(exc)}"
+                           ) from None
     if tok.eos_token_id is None:
         raise FactacqError(f"tokenizer: {str(name_or_path)!r} has no eos token")
     if tok.pad_token_id is None:

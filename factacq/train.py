@@ -15,8 +15,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from factacq.atomic import atomic_dir
 from factacq.errors import FactacqError
 from factacq.params import OptimParams, Params, dump_params, load_params
 
@@ -284,27 +283,13 @@ def _set_rng_state(rng: dict) -> None:
                          n["cached_gaussian"]))
 
 
-def _atomic_dir_swap(tmp: Path, path: Path) -> None:
-    old = None
-    if path.exists():
-        old = path.with_name(f"{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_checkpoint(state: TrainState, path, extra: dict | None = None, tokenizer=None,
                     model_state: dict | None = None, optimizer_state: dict | None = None) -> None:
     """Write a checkpoint folder atomically (temp dir + rename): model (safetensors), optimizer.pt,
     scheduler.pt, state.json (step, data_position, tokens, optim, extra, python/numpy RNG), rng.pt
     (torch RNG), and the tokenizer if given (so the folder also loads as a plain HF model).
     ``model_state`` / ``optimizer_state`` replace the live state dicts (FSDP gathers them)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
-    try:
+    with atomic_dir(path) as tmp:
         model = getattr(state.model, "module", state.model)
         model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state)
         if tokenizer is not None:
@@ -320,10 +305,6 @@ def save_checkpoint(state: TrainState, path, extra: dict | None = None, tokenize
                 "total_steps": state.total_steps,
                 "extra": extra or {}, "rng": _rng_state()}
         (tmp / "state.json").write_text(json.dumps(info))
-        _atomic_dir_swap(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_checkpoint(path, op: OptimParams | None = None, device: str = "cpu",
@@ -430,23 +411,20 @@ def pretrain(params: Params, force: bool = False) -> Path:
     stream = build_stream(params, tokenizer, "train", documents=docs)
     pp = params.pretrain
     state = new_state(params, len(tokenizer), tokenizer.eos_token_id, device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private
     stage_at = {step: name for name, step in pp.stages.items()}
     log = []
-
-    def on_step(state: TrainState, m: dict) -> None:
-        if state.step % pp.log_every == 0 or state.step in stage_at or state.step == 1:
-            log.append({"step": state.step, "loss": m["loss"], "lr": m["lr"],
-                        "grad_norm": m["grad_norm"], "tokens": state.tokens,
-                        "tokens_per_s": m["tokens_per_s"]})
-        if state.step in stage_at:
-            save_checkpoint(state, tmp / "stages" / stage_at[state.step],
-                            extra={"stage": stage_at[state.step], "base": out.name}, tokenizer=tokenizer)
-
     t0 = time.perf_counter()
-    try:
+    with atomic_dir(out) as tmp:
+
+        def on_step(state: TrainState, m: dict) -> None:
+            if state.step % pp.log_every == 0 or state.step in stage_at or state.step == 1:
+                log.append({"step": state.step, "loss": m["loss"], "lr": m["lr"],
+                            "grad_norm": m["grad_norm"], "tokens": state.tokens,
+                            "tokens_per_s": m["tokens_per_s"]})
+            if state.step in stage_at:
+                save_checkpoint(state, tmp / "stages" / stage_at[state.step],
+                                extra={"stage": stage_at[state.step], "base": out.name}, tokenizer=tokenizer)
+
         train(state, pp.steps, stream_batches(stream, pp.batch_size), on_step=on_step,
               micro_batch_size=pp.micro_batch_size, grad_clip=params.optim.grad_clip, device=device,
               compile=params.compile, desc="pretrain")
@@ -459,10 +437,6 @@ def pretrain(params: Params, force: bool = False) -> Path:
                "epochs": state.data_position / stream.n_rows,
                "stages": dict(pp.stages), "provenance": provenance(device)}
         (tmp / "run.json").write_text(json.dumps(run, indent=2))
-        _atomic_dir_swap(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
