@@ -43,3 +43,17 @@ def test_tokenizer_is_cached_by_corpus_and_vocab(tmp_path):
     assert a.name_or_path == b.name_or_path
     c = get_tokenizer(small_params(tmp_path, tokenizer={"vocab_size": 280}))
     assert c.name_or_path != a.name_or_path and len(c) == 280
+
+
+def test_failed_tokenizer_save_leaves_no_folder(tmp_path, monkeypatch):
+    """The tokenizer folder is written whole or not at all (no half folder, no temp left behind)."""
+    import pytest
+    from transformers import PreTrainedTokenizerFast
+
+    def broken_save(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(PreTrainedTokenizerFast, "save_pretrained", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        train_tokenizer(["a small corpus of words", "and another document"], 300, tmp_path / "tok")
+    assert list(tmp_path.iterdir()) == []
