@@ -15,7 +15,7 @@ Writes into RUN_DIR (each file through a temp file + rename):
   tables/fits.csv                  log-linear decay: a, x-intercept (steps, tokens), bootstrap CIs
   tables/model_comparison.csv      log-linear vs power law vs exponential: AIC, BIC, R²
   tables/comparisons.csv           a and E of each scenario minus paraphrase, with CIs
-  tables/summary.csv, summary.json the printed summary
+  tables/summary.csv, summary.json the printed summary (summary.json: paths relative to RUN_DIR)
   figures/*.png, *.pdf             Fig. 2-5 analogues and the background loss
 """
 
@@ -75,6 +75,10 @@ def analyze(run_dir: str | Path, params: Params | None = None) -> dict:
     opts = params.analysis
     window = opts.window or params.probe.window
     tokens_per_step = sidecar.get("tokens_per_step")
+    if tokens_per_step is not None and (isinstance(tokens_per_step, bool)
+                                        or not isinstance(tokens_per_step, int) or tokens_per_step < 1):
+        raise FactacqError(f"{run_dir / 'run.json'}: field 'tokens_per_step' must be a positive "
+                           f"integer, got {tokens_per_step!r}")
     iqr = opts.iqr_factor
 
     frame = metrics.add_contrast(frame)
@@ -104,21 +108,19 @@ def analyze(run_dir: str | Path, params: Params | None = None) -> dict:
     result["figures"] = [str(p) for p in _figures(run_dir, frame, figure_inputs, tokens_per_step,
                                                   sidecar)]
     result["tables"] = [str(p) for p in written]
-    write_json_atomic(run_dir / "tables" / "summary.json", _finite(result))
+    write_json_atomic(run_dir / "tables" / "summary.json", _relative_paths(result, run_dir))  # NaN -> null
     return result
 
 
-def _finite(data):
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python numbers."""
-    if isinstance(data, dict):
-        return {k: _finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(v) for v in data]
-    if isinstance(data, np.generic):
-        data = data.item()
-    if isinstance(data, float) and not np.isfinite(data):
-        return None
-    return data
+def _relative_paths(result: dict, run_dir: Path) -> dict:
+    """The summary as summary.json records it: ``run_dir`` is "." and the figure and table paths
+    are relative to the run folder (so a copied or moved folder stays right and records no
+    machine's absolute paths); the returned summary keeps them under ``run_dir`` as given."""
+    def rel(path) -> str:
+        return Path(path).relative_to(run_dir).as_posix()
+
+    return {**result, "run_dir": ".", "figures": [rel(p) for p in result["figures"]],
+            "tables": [rel(p) for p in result["tables"]]}
 
 
 def _measure_tables(frame, column, window, opts, tokens_per_step) -> dict[str, pd.DataFrame]:
@@ -275,8 +277,11 @@ def _figures(run_dir, frame, inputs, tokens_per_step, sidecar) -> list[Path]:
 
 
 def format_summary(result: dict) -> str:
-    """The short summary table `factacq analyze` prints."""
-    lines = [f"factacq analyze {result['run_dir']}: t_w = {result['window']} steps, IQR factor "
+    """The short summary table `factacq analyze` prints (also from a summary.json, whose
+    run_dir is "." for the run folder itself)."""
+    here = result["run_dir"] in (".", "")
+    lines = [f"factacq analyze{'' if here else ' ' + str(result['run_dir'])}: "
+             f"t_w = {result['window']} steps, IQR factor "
              f"{result['iqr_factor']}, {result['tokens_per_step']} tokens/step"]
     eff = pd.DataFrame(result["effectivity"])
     if len(eff):
@@ -319,7 +324,7 @@ def format_summary(result: dict) -> str:
                   f"(change {s['change']:+.4f}) over the first/last {s['n']} updates"
                   + (" (they overlap: a short run)" if s["overlap"] else "")]
     lines += [f"wrote {len(result['tables'])} tables and {len(result['figures'])} figure files "
-              f"into {result['run_dir']}"]
+              f"into {'the run folder' if here else result['run_dir']}"]
     return "\n".join(lines)
 
 

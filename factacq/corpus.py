@@ -113,26 +113,41 @@ _SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
 def _read_file(path: Path, text_column: str) -> list[str]:
-    if path.suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
-    if path.suffix == ".jsonl":
-        docs = []
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise FactacqError(f"{path}: line {lineno}: not valid JSON") from None
-                if not isinstance(record, dict) or text_column not in record:
-                    raise FactacqError(f"{path}: line {lineno}: no column corpus.text_column={text_column!r}")
-                docs.append(str(record[text_column]))
-        return docs
+    """The documents of one corpus file; a binary, truncated or unreadable file is one line naming it."""
+    try:
+        if path.suffix == ".txt":
+            return [path.read_text(encoding="utf-8")]
+        if path.suffix == ".jsonl":
+            docs = []
+            with path.open(encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        raise FactacqError(f"{path}: line {lineno}: not valid JSON") from None
+                    except RecursionError:
+                        raise FactacqError(f"{path}: line {lineno}: not valid JSON (nested too deeply)"
+                                           ) from None
+                    if not isinstance(record, dict) or text_column not in record:
+                        raise FactacqError(f"{path}: line {lineno}: no column corpus.text_column={text_column!r}")
+                    docs.append(str(record[text_column]))
+            return docs
+    except UnicodeDecodeError as exc:
+        raise FactacqError(f"{path}: not a UTF-8 text file ({exc.reason}); corpus.source {path.suffix} "
+                           f"files must be UTF-8 text") from None
+    except OSError as exc:
+        raise FactacqError(f"{path}: cannot read the corpus file: {exc.strerror or exc}") from None
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as exc:
+            reason = first_line(exc).replace(f" '{path}'", "")  # pyarrow repeats the path
+            raise FactacqError(f"{path}: unreadable parquet file: {reason}") from None
         if text_column not in table.column_names:
             raise FactacqError(f"{path}: no column corpus.text_column={text_column!r} "
                                f"(columns: {table.column_names})")
@@ -143,20 +158,29 @@ def _read_file(path: Path, text_column: str) -> list[str]:
 def _hf_documents(cp: CorpusParams) -> list[str]:
     import datasets
 
+    from factacq.hub import hub_offline, hub_offline_error, hub_offline_mode, is_offline_failure
+
     name = cp.source[3:]
+    offline = hub_offline()
+    docs = []
     try:
-        stream = datasets.load_dataset(name, cp.hf_config, split=cp.hf_split, streaming=True)
-    except Exception as exc:  # datasets raises many types; report one line
+        with hub_offline_mode(offline):  # offline: the cache or a local folder, else refused at once
+            stream = datasets.load_dataset(name, cp.hf_config, split=cp.hf_split, streaming=True)
+            for record in stream:
+                if cp.text_column not in record:
+                    raise FactacqError(f"corpus.source {cp.source!r}: no column corpus.text_column="
+                                       f"{cp.text_column!r} (columns: {sorted(record)})")
+                docs.append(str(record[cp.text_column]))
+                if cp.max_documents is not None and len(docs) >= cp.max_documents:
+                    break
+    except FactacqError:
+        raise
+    except Exception as exc:  # datasets raises many types, loading or streaming; report one line
+        if offline and is_offline_failure(exc):
+            raise hub_offline_error("corpus.source", name, offline,
+                                    "a .txt, .jsonl or .parquet file or folder") from None
         raise FactacqError(f"corpus.source: cannot load dataset {name!r}: {first_line(exc)}"
                            ) from None
-    docs = []
-    for record in stream:
-        if cp.text_column not in record:
-            raise FactacqError(f"corpus.source {cp.source!r}: no column corpus.text_column="
-                               f"{cp.text_column!r} (columns: {sorted(record)})")
-        docs.append(str(record[cp.text_column]))
-        if cp.max_documents is not None and len(docs) >= cp.max_documents:
-            break
     return docs
 
 

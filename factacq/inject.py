@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from factacq import distributed as D
+from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 from factacq.params import GROUPS, SCENARIOS, Params, dump_params, load_params, parse_params
 
@@ -87,6 +88,23 @@ def _text_length(passage_lengths: dict | None, item_id: str, k: int) -> int | No
 
 def build_plan(params: Params, ks, groups: dict[str, str],
                passage_lengths: dict[str, int] | None = None) -> InjectionPlan:
+    """:func:`plan_of` with its refusals naming the params file."""
+    try:
+        return plan_of(params, ks, groups, passage_lengths)
+    except FactacqError as exc:
+        raise in_params(params, exc) from None
+
+
+def in_params(params: Params, exc: FactacqError) -> FactacqError:
+    """The error with the params file in front (unless it already names it)."""
+    msg = str(exc)
+    if params.source == "<params>" or msg.startswith(params.source):
+        return exc
+    return FactacqError(f"{params.source}: {msg}")
+
+
+def plan_of(params: Params, ks, groups: dict[str, str],
+            passage_lengths: dict[str, int] | None = None) -> InjectionPlan:
     """The injection plan of ``params``: presets per scenario (paraphrase: text k at encounter k;
     duplicate: the passage every time; once: a single time), ``stagger`` steps between consecutive
     items' first injections, ``explicit`` per-item steps. Refuses, before any training, a step past
@@ -194,14 +212,65 @@ def probed_probes(ks, groups: dict[str, str]) -> list:
     return [p for item in ks if groups.get(item.id) in GROUPS for p in item.probes]
 
 
+def preflight(params: Params) -> tuple:
+    """Everything a run can check before training, so that a dry run refuses what the run would:
+    the device, the model and stage, the knowledge and its groups, the corpus, the tokenizer, and
+    the plan with every passage + EOS fitting a row. Returns (knowledge, groups, plan, notes);
+    ``notes`` say what could not be checked (a hub source while the hub is offline). Errors name
+    the params file. Writes nothing (a tokenizer not cached yet is trained in memory, ~1 s)."""
+    from factacq.corpus import load_documents, split_documents
+    from factacq.hub import check_model_source, offline
+    from factacq.tokenizer import get_tokenizer
+    from factacq.train import resolve_device
+
+    notes = []
+    try:
+        resolve_device(params.device)
+        mp, ip = params.model, params.inject
+        for field, value in (("model.name_or_path", mp.name_or_path), ("tokenizer.path", params.tokenizer.path)):
+            if value is not None:
+                note = check_model_source(value, field)
+                notes += [note] if note else []
+        stage_is_folder = (Path(ip.stage) / "state.json").is_file()
+        if mp.name_or_path is None and ip.stage not in params.pretrain.stages and not stage_is_folder:
+            raise FactacqError(f"inject.stage: {ip.stage!r} is neither a stage of pretrain.stages "
+                               f"({sorted(params.pretrain.stages)}) nor a checkpoint folder")
+        ks, groups = _knowledge(params)
+        if params.corpus.source.startswith("hf:") and offline():
+            notes.append(f"corpus.source {params.corpus.source!r}: on the hub, not checked (the hub is offline)")
+            docs = None
+        else:
+            docs = load_documents(params.corpus)
+        hub_tokenizer = params.tokenizer.path or mp.name_or_path
+        if hub_tokenizer is None and docs is None:
+            tokenizer = None
+        elif hub_tokenizer is not None and not Path(hub_tokenizer).expanduser().exists() and offline():
+            tokenizer = None
+        else:
+            tokenizer = get_tokenizer(params, docs and split_documents(docs, params.corpus, "train"),
+                                      cache=False)
+        lengths = None
+        if tokenizer is None:
+            notes.append("passage lengths: not checked (the tokenizer is on the hub, which is offline)")
+        else:
+            texts = {f"{i}/{k}": ks.get(i).text(k) for i in injected_items(groups)
+                     for k in range(1 + len(ks.get(i).paraphrases))}
+            enc = tokenizer(list(texts.values()), add_special_tokens=False)["input_ids"]
+            lengths = {key: len(ids) for key, ids in zip(texts, enc)}
+        plan = plan_of(params, ks, groups, lengths)
+    except FactacqError as exc:
+        raise in_params(params, exc) from None
+    return ks, groups, plan, notes
+
+
 def describe_plan(params: Params) -> dict:
     """Steps, injected rows per step, probe evaluations (schedule vs every step) and tokens of the
-    injection run of ``params``, without training (for `factacq run --dry-run`)."""
+    injection run of ``params``, without training (for `factacq run --dry-run`), after
+    :func:`preflight` has checked every input."""
     from factacq.probe import probe_schedule, schedule_evaluations
-    from factacq.train import _base_complete, base_dir
+    from factacq.train import base_cached
 
-    ks, groups = _knowledge(params)
-    plan = build_plan(params, ks, groups)
+    ks, groups, plan, notes = preflight(params)
     pp = params.probe
     probes = probed_probes(ks, groups)
     per_item = Counter(p.item_id for p in probes)
@@ -223,7 +292,7 @@ def describe_plan(params: Params) -> dict:
         with torch.device("meta"):
             n_params = count_parameters(build_model(params.model, params.tokenizer.vocab_size, seq_len))
     pretrain_steps = 0
-    if params.model.name_or_path is None and not _base_complete(base_dir(params), params):
+    if params.model.name_or_path is None and not base_cached(params):
         pretrain_steps = params.pretrain.steps
     return {
         "steps": plan.total_steps,
@@ -245,6 +314,7 @@ def describe_plan(params: Params) -> dict:
         "model_parameters": n_params,
         "pretrain_steps_to_run": pretrain_steps,
         "pretrain_tokens": pretrain_steps * params.pretrain.batch_size * seq_len,
+        "not_checked": notes or "nothing: every input was checked",
     }
 
 
@@ -261,7 +331,7 @@ class _Run:
     def __init__(self, params: Params, run_dir: Path, world: D.World, device: str):
         from factacq.corpus import build_stream, load_documents, split_documents
         from factacq.probe import choose_foils, encode_probes, probe_schedule
-        from factacq.tokenizer import get_tokenizer
+        from factacq.tokenizer import documents_hash, get_tokenizer
 
         self.params, self.run_dir, self.world, self.device = params, run_dir, world, device
         self.run_id = run_id(params)
@@ -269,8 +339,10 @@ class _Run:
         self.batch_size = ip.batch_size or params.pretrain.batch_size
         self.seq_len = params.pretrain.seq_len
         ks, self.groups = _knowledge(params)
-        documents = load_documents(params.corpus)  # once, for the tokenizer and the stream
-        self.tokenizer = get_tokenizer(params, split_documents(documents, params.corpus, "train"))
+        documents = load_documents(params.corpus)  # once, for the tokenizer, the stream, the base key
+        train_documents = split_documents(documents, params.corpus, "train")
+        self.tokenizer = get_tokenizer(params, train_documents)
+        self.documents_sha = documents_hash(train_documents)  # for train.base_dir
         self.eos_id = int(self.tokenizer.eos_token_id)
         texts = {}
         for item_id in injected_items(self.groups):
@@ -343,14 +415,15 @@ def injected_items(groups: dict[str, str]) -> list[str]:
     return [i for i, g in groups.items() if g in SCENARIOS]
 
 
-def _start_state(params: Params, tokenizer, device: str):
+def _start_state(params: Params, tokenizer, device: str, documents_sha: str | None = None):
     """The state the run continues from: a stage checkpoint (with its optimizer and LR state) or an
-    HF model (fresh optimizer, schedule from params.optim)."""
+    HF model (fresh optimizer, schedule from params.optim). ``documents_sha``: see train.base_dir."""
     from factacq.train import load_checkpoint, new_state, stage_path
 
     ip = params.inject
     if params.model.name_or_path is None and ip.stage in params.pretrain.stages:
-        path = stage_path(params, ip.stage)  # the base _execute built (or reused) before
+        # the base _execute built (or reused) before
+        path = stage_path(params, ip.stage, tokenizer, documents_sha)
     elif (Path(ip.stage) / "state.json").is_file():
         path = Path(ip.stage)
     elif params.model.name_or_path is not None:
@@ -365,7 +438,8 @@ def _start_state(params: Params, tokenizer, device: str):
         raise FactacqError(f"inject.stage: {ip.stage!r} is neither a stage of pretrain.stages "
                            f"({sorted(params.pretrain.stages)}) nor a checkpoint folder")
     state, _ = load_checkpoint(path, params.optim, device, constant_lr=ip.constant_lr,
-                               reset_optimizer=ip.reset_optimizer)
+                               reset_optimizer=ip.reset_optimizer, dtype=params.model.dtype,
+                               trust_remote_code=params.model.trust_remote_code)
     return state, {"stage": ip.stage, "path": str(path)}
 
 
@@ -419,7 +493,7 @@ def _loop(run: _Run, state, base: dict, start: int, writer) -> None:
         pending.extend(run.probe_records(state.model, 0, base_step))
     train(state, total - start, get_batch, on_step=on_step,
           micro_batch_size=params.pretrain.micro_batch_size, grad_clip=params.optim.grad_clip,
-          device=run.device, compile=params.compile, desc="inject")
+          device=run.device, compile=params.compile, desc="inject", step_offset=base_step)
     flush()
 
 
@@ -443,7 +517,9 @@ def _report(run_dir: Path, params: Params) -> dict:
 
 
 def print_report(report: dict) -> None:
-    sp, ce, st = (report.get(k, {}) for k in ("specificity", "contrastive_effectivity", "stationarity"))
+    # run.json stores a NaN as null (runlog.write_json_atomic): print it as nan again
+    sp, ce, st = ({k: float("nan") if v is None else v for k, v in report.get(name, {}).items()}
+                  for name in ("specificity", "contrastive_effectivity", "stationarity"))
     if "error" in sp:
         print(f"specificity: n/a ({sp['error']})")
     else:
@@ -472,6 +548,9 @@ def _execute(params: Params, run_dir: Path, resume_from: Path | None) -> Path:
         if params.compile and world.active:
             raise FactacqError("compile: true is for single-process runs; under torchrun set "
                                "compile: false")
+        if world.main and resume_from is None:
+            preflight(params)  # refuse bad input before minutes of pretraining
+            run_dir.mkdir(parents=True, exist_ok=True)
         if world.main and params.model.name_or_path is None and params.inject.stage in params.pretrain.stages:
             from factacq.train import pretrain
 
@@ -485,13 +564,14 @@ def _execute(params: Params, run_dir: Path, resume_from: Path | None) -> Path:
                 for sub in ("log", "checkpoints"):
                     shutil.rmtree(run_dir / sub, ignore_errors=True)
             D.barrier(world)
-            state, source = _start_state(params, run.tokenizer, load_device)
+            state, source = _start_state(params, run.tokenizer, load_device, run.documents_sha)
             # the next rows pretraining would have seen, or the held-out split from its start
             position = 0 if params.corpus.heldout else state.data_position
             base = {"step": state.step, "data_position": position, "stream": run.split, **source}
             start = 0
             if world.main:
-                (run_dir / "params.yaml").write_text(dump_params(params))
+                with atomic_path(run_dir / "params.yaml") as tmp:
+                    tmp.write_text(dump_params(params))
                 write_json_atomic(run_dir / "run.json", {
                     "kind": "inject", "run_id": run.run_id, "complete": False,
                     "params": params.model_dump(mode="json"),
@@ -507,7 +587,9 @@ def _execute(params: Params, run_dir: Path, resume_from: Path | None) -> Path:
             sidecar = load_sidecar(run_dir)
             base = sidecar["base"]
             state, extra = load_checkpoint(resume_from, params.optim, load_device,
-                                           constant_lr=params.inject.constant_lr)
+                                           constant_lr=params.inject.constant_lr,
+                                           dtype=params.model.dtype,
+                                           trust_remote_code=params.model.trust_remote_code)
             start = extra["run_step"]
             if world.main:
                 RunLogWriter(run_dir).truncate_after(extra["n_chunks"])
@@ -534,11 +616,42 @@ def default_run_dir(params: Params) -> Path:
     return Path(params.output_dir) / params.name  # the condition folder (docs/architecture.md)
 
 
+RUN_MARKERS = ("run.json", "condition.json")  # the sidecars of a folder factacq made
+
+
+def made_by_factacq(folder: Path) -> bool:
+    """True for a folder holding an injection run's run.json or a condition's condition.json."""
+    sidecar = folder / "run.json"
+    if (folder / "condition.json").is_file():
+        return True
+    if not sidecar.is_file():
+        return False
+    try:
+        import json
+
+        return json.loads(sidecar.read_text()).get("kind") == "inject"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_replaceable(folder: Path, what: str = "run folder") -> None:
+    """Refuse to replace the contents of a folder that factacq did not make: it must be missing,
+    empty, or hold a factacq sidecar (:data:`RUN_MARKERS`)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FactacqError(f"{folder}: the {what} is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not made_by_factacq(folder):
+        raise FactacqError(f"{folder}: not empty and not made by factacq (no run.json of an injection "
+                           f"run, no condition.json); refusing to replace its contents: choose an empty "
+                           f"or new {what}")
+
+
 def run_inject(params: Params, run_dir: str | Path | None = None) -> Path:
     """Run the injection condition of ``params`` into ``run_dir`` (default <output_dir>/<name>),
-    starting afresh (an earlier log and checkpoints there are replaced)."""
+    starting afresh: an earlier run's log and checkpoints there are replaced, but only in a folder
+    that is new, empty, or made by factacq (:func:`check_replaceable`)."""
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(params)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_replaceable(run_dir)
     return _execute(params, run_dir, None)
 
 
@@ -561,21 +674,51 @@ def resume(run_dir: str | Path) -> Path:
     if not sidecar_path.is_file():
         raise FactacqError(f"{run_dir}: not an injection run folder (no run.json)")
     sidecar = load_sidecar(run_dir)
+    kind = sidecar.get("kind")
+    if kind != "inject":
+        what = ("a pretraining base folder (kind 'pretrain')" if kind == "pretrain"
+                else f"kind {kind!r}")
+        tail = "; `factacq pretrain` reuses or rebuilds a base" if kind == "pretrain" else ""
+        raise FactacqError(f"{sidecar_path}: {what}, not an injection run; factacq resume takes the "
+                           f"folder of a `factacq inject` run{tail}")
+    if not isinstance(sidecar.get("params"), dict):
+        raise FactacqError(f"{sidecar_path}: no 'params' entry (the params of the injection run)")
     params = parse_params(sidecar["params"], str(sidecar_path))
     ckpt = _latest_checkpoint(run_dir)
+    if ckpt is not None:  # refuse a damaged checkpoint before any work, one line naming the file
+        from factacq.train import read_checkpoint
+
+        extra = read_checkpoint(ckpt).get("extra")
+        for key in ("run_step", "n_chunks"):
+            if not isinstance(extra, dict) or not isinstance(extra.get(key), int):
+                raise FactacqError(f"{ckpt / 'state.json'}: not an injection-run checkpoint (no "
+                                   f"integer extra.{key})")
+        base = sidecar.get("base")
+        if not isinstance(base, dict) or not all(isinstance(base.get(k), int)
+                                                 for k in ("step", "data_position")):
+            raise FactacqError(f"{sidecar_path}: no valid 'base' entry (its step and data_position)")
     return _execute(params, run_dir, ckpt)
 
 
 def cmd_inject(args) -> int:
     """`factacq inject PARAMS [--out RUN_DIR]`."""
-    params = load_params(args.params)
-    run_inject(params, getattr(args, "out", None))
+    from factacq.pipeline import project_root, working_dir
+
+    path = Path(args.params).resolve()
+    out = getattr(args, "out", None)
+    out = Path(out).resolve() if out is not None else None
+    with working_dir(project_root(path)):  # relative paths in params: against the project root
+        run_inject(load_params(path), out)
     return 0
 
 
 def cmd_resume(args) -> int:
-    """`factacq resume RUN_DIR`."""
-    resume(args.run_dir)
+    """`factacq resume RUN_DIR` (from the run folder's project root, as the run was made)."""
+    from factacq.pipeline import project_root, working_dir
+
+    run_dir = Path(args.run_dir).resolve()
+    with working_dir(project_root(run_dir / "run.json")):
+        resume(run_dir)
     return 0
 
 

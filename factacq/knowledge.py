@@ -229,6 +229,13 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise FactacqError(f"{path}: not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise FactacqError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); "
+                           f"expected JSON") from None
+    except RecursionError:
+        raise FactacqError(f"{path}: not valid JSON: nested too deeply") from None
+    except OSError as exc:
+        raise FactacqError(f"{path}: cannot read the knowledge file: {exc.strerror or exc}") from None
 
 
 def load_paper_json(path: str | Path) -> KnowledgeSet:
@@ -241,10 +248,17 @@ def load_hf(dataset_id: str, split: str = "train") -> KnowledgeSet:
     """The hub dataset (e.g. kaist-ai/fictional-knowledge), rows validated like the paper's JSON."""
     import datasets
 
+    from factacq.hub import hub_offline, hub_offline_error, hub_offline_mode, is_offline_failure
+
     source = f"hf:{dataset_id}[{split}]"
+    offline = hub_offline()
     try:
-        rows = datasets.load_dataset(dataset_id, split=split)
+        with hub_offline_mode(offline):
+            rows = datasets.load_dataset(dataset_id, split=split)
     except Exception as exc:  # offline, unknown id, bad split: one line
+        if offline and is_offline_failure(exc):
+            raise hub_offline_error("knowledge.source", dataset_id, offline,
+                                    "a .json file in the paper's format or a factacq .jsonl") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise FactacqError(f"{source}: cannot load dataset: {first}") from None
     return _paper_entries([dict(row) for row in rows], source)
@@ -309,16 +323,25 @@ def load_jsonl(path: str | Path) -> KnowledgeSet:
     if not path.is_file():
         raise FactacqError(f"{path}: knowledge file not found")
     items, positions = [], []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FactacqError(f"{path}: line {line_no}: not valid JSON: {exc}") from None
-            items.append(_jsonl_item(obj, line_no, str(path)))
-            positions.append(line_no)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for line_no, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise FactacqError(f"{path}: line {line_no}: not valid JSON: {exc}") from None
+                except RecursionError:
+                    raise FactacqError(f"{path}: line {line_no}: not valid JSON: nested too deeply"
+                                       ) from None
+                items.append(_jsonl_item(obj, line_no, str(path)))
+                positions.append(line_no)
+    except UnicodeDecodeError as exc:
+        raise FactacqError(f"{path}: not a UTF-8 text file ({exc.reason}); expected JSONL"
+                           ) from None
+    except OSError as exc:
+        raise FactacqError(f"{path}: cannot read the knowledge file: {exc.strerror or exc}") from None
     if not items:
         raise FactacqError(f"{path}: no items")
     seen: dict[str, int] = {}
@@ -343,12 +366,21 @@ def save_jsonl(ks: KnowledgeSet, path: str | Path) -> None:
 # one entry point for every source
 
 _GENERATE = re.compile(r"^generate:(\d+)((?:,[a-z_]+=[^,]+)*)$")
+# The most items generate:<n> makes: 50,000 default items take about a minute and 1 GB; the
+# generator's ~540,000 unique two-syllable names (about 6 per default item) would run out near
+# 90,000, and far sooner for long passages.
+MAX_GENERATE = 50_000
 
 
 def _parse_generate(source: str) -> tuple[int, dict[str, int]]:
     m = _GENERATE.match(source.replace(" ", ""))
     if not m:
         raise FactacqError(f"knowledge source {source!r}: expected generate:<n>[,seed=S]")
+    digits = m.group(1).lstrip("0") or "0"  # compared as text first: int() refuses 4300+ digits
+    if len(digits) > len(str(MAX_GENERATE)) or int(digits) > MAX_GENERATE:
+        shown = digits if len(digits) <= 20 else digits[:20] + "..."
+        raise FactacqError(f"knowledge source 'generate:{shown}': n must be at most "
+                           f"{MAX_GENERATE} (the generator's limit)")
     options = {}
     for part in filter(None, m.group(2).split(",")):
         key, value = part.split("=", 1)
@@ -369,7 +401,7 @@ def load_knowledge(
     n_paraphrases: int = 9,
 ) -> KnowledgeSet:
     """Load a source: a paper .json, a factacq .jsonl, ``hf:<dataset id>[@split]`` (default split
-    ``train``) or ``generate:<n>[,seed=S]``.
+    ``train``) or ``generate:<n>[,seed=S]`` (n <= :data:`MAX_GENERATE`).
 
     ``first`` keeps only the first N items; ``passage_words`` and ``n_paraphrases`` are generator options.
     """

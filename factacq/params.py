@@ -2,7 +2,8 @@
 
 A params file is YAML with the sections below. Unknown keys and bad values are errors that name the
 file, the field and the value (see :func:`load_params`). Every section has defaults, so a file only
-says what differs from the CPU default.
+says what differs from the CPU default. $FACTACQ_CACHE_DIR / $FACTACQ_OUTPUT_DIR stand in for the
+default cache_dir / output_dir of every file :func:`load_params` loads.
 
 Ownership note for contributors: each section class belongs to the module named in its docstring;
 add fields there with a default, never rename existing ones without updating params/*.yaml.
@@ -12,16 +13,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
+                      model_validator)
 
 from factacq.errors import FactacqError
 
 SCENARIOS = ("paraphrase", "duplicate", "once")
 GROUPS = SCENARIOS + ("control",)
+# a run, sweep or condition name: it becomes a folder under output_dir, so no separators, no "..",
+# no leading dot, not empty
+NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+
+
+def _safe_name(value: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise ValueError("a name becomes a folder under output_dir: use 1-128 letters, digits and "
+                         "'._-', not starting with a dot")
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class Section(BaseModel):
@@ -141,7 +158,7 @@ class InjectParams(Section):
     paraphrase: ScenarioSchedule = ScenarioSchedule()
     duplicate: ScenarioSchedule = ScenarioSchedule()
     # the once group is injected a single time, at first_step
-    stagger: int = Field(0, ge=0)  # steps between consecutive items' first injections
+    stagger: int = Field(1, ge=0)  # steps between consecutive items' first injections
     # fully explicit schedule: item id -> list of steps (overrides the presets for those items)
     explicit: dict[str, list[int]] = Field(default_factory=dict)
     # training ends at step last injection + steps_after_last (an injection at step s trains in update s+1)
@@ -184,7 +201,7 @@ class AnalysisParams(Section):
 
 
 class Params(Section):
-    name: str = "default"
+    name: SafeName = "default"  # the run folder: <output_dir>/<name>
     notes: str = ""
     knowledge: KnowledgeParams = KnowledgeParams()
     corpus: CorpusParams = CorpusParams()
@@ -215,29 +232,66 @@ class Params(Section):
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+    # the file the params were loaded from (not part of the params or their hash): error messages
+    # name it, and relative paths in the params resolve against its project root
+    _source: str = PrivateAttr(default="<params>")
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def __eq__(self, other) -> bool:  # the same params, wherever they were loaded from
+        return isinstance(other, Params) and self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(self.section_hash())
+
+    @property
+    def run_batch_size(self) -> int:
+        """Rows per step of the injection run (inject.batch_size, else pretrain.batch_size)."""
+        return self.inject.batch_size or self.pretrain.batch_size
+
+    @property
+    def analysis_window(self) -> int:
+        """t_w for t_LAM (analysis.window, else probe.window)."""
+        return self.analysis.window or self.probe.window
+
+
 def _format_loc(loc: tuple) -> str:
     return ".".join(str(x) for x in loc)
 
 
+def validation_error(exc: ValidationError, source: str) -> FactacqError:
+    """A pydantic error as one line: the source, the first bad field and its value (+ how many more)."""
+    err = exc.errors()[0]
+    field = _format_loc(err["loc"]) or "<top>"
+    if err["type"] == "extra_forbidden":
+        msg = f"{source}: unknown key {field!r}"
+    elif isinstance(err.get("input"), (dict, list)):  # a whole section: the message says what
+        msg = f"{source}: field {field!r}: {err['msg']}"
+    else:
+        msg = f"{source}: field {field!r}: {err['msg']} (got {err.get('input')!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        msg += f" (+{more} more error{'s' if more > 1 else ''})"
+    return FactacqError(msg)
+
+
 def parse_params(data: object, source: str = "<params>") -> Params:
-    """Validate a mapping as :class:`Params`; errors name the source, field and value."""
+    """Validate a mapping as :class:`Params`; errors name the source, field and value.
+
+    Validation is strict (as for JSON): an int field takes only an int (not ``true`` or ``2.0``), a
+    float field an int or float, a string field only a string."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise FactacqError(f"{source}: top level must be a mapping, got {type(data).__name__}")
     try:
-        return Params.model_validate(data)
+        params = Params.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = _format_loc(err["loc"]) or "<top>"
-        if err["type"] == "extra_forbidden":
-            msg = f"{source}: unknown key {field!r}"
-        else:
-            msg = f"{source}: field {field!r}: {err['msg']} (got {err.get('input')!r})"
-        more = len(exc.errors()) - 1
-        if more:
-            msg += f" (+{more} more error{'s' if more > 1 else ''})"
-        raise FactacqError(msg) from None
+        raise validation_error(exc, source) from None
+    params._source = source
+    return params
 
 
 def load_params(path: str | Path, overrides: dict | None = None) -> Params:
@@ -245,21 +299,83 @@ def load_params(path: str | Path, overrides: dict | None = None) -> Params:
 
     A file may start from another with ``extends: other.yaml`` (relative to the file): the other
     file is loaded first (recursively) and this file's keys are merged over it.
+
+    ``FACTACQ_CACHE_DIR`` / ``FACTACQ_OUTPUT_DIR``, when set and not empty, replace the default
+    ``cache_dir`` / ``output_dir`` (``.cache`` / ``outputs``, whether the file leaves it out or
+    writes it out, as a dumped params.yaml does); a file that names another folder keeps it. The
+    test suite sets both to a temporary folder, so tests never write into the project.
     """
     data = _read_yaml(Path(path), ())
     if overrides:
         data = _merge(data, overrides)
-    return parse_params(data, str(path))
+    return parse_params(folders_from_environment(data), str(path))
+
+
+def folders_from_environment(data: dict, fields=("cache_dir", "output_dir")) -> dict:
+    """``data`` with a default ``cache_dir`` / ``output_dir`` replaced by FACTACQ_CACHE_DIR /
+    FACTACQ_OUTPUT_DIR when set (see :func:`load_params`; sweeps use it for their output_dir)."""
+    for field in fields:
+        variable = f"FACTACQ_{field.upper()}"
+        default = Params.model_fields[field].default
+        if os.environ.get(variable) and data.get(field, default) == default:
+            data = {**data, field: os.environ[variable]}
+    return data
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML with a duplicate key refused, and 1e-3 read as a float (YAML 1.2; PyYAML says string)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise FactacqError(f"{mark.name}: duplicate key {key!r} at line {mark.line + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def read_yaml(path: str | Path, what: str = "file"):
+    """Parse a YAML file strictly (see _StrictLoader); errors are one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FactacqError(f"{path}: {what} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+        return yaml.load(text, Loader=_make_loader(path))
+    except UnicodeDecodeError:
+        raise FactacqError(f"{path}: not a text file (not UTF-8)") from None
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise FactacqError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise FactacqError(f"{path}: not valid YAML: nested too deeply") from None
+
+
+def _make_loader(path: Path):
+    def loader(stream):
+        ld = _StrictLoader(stream)
+        ld.name = str(path)
+        return ld
+    return loader
 
 
 def _read_yaml(path: Path, seen: tuple) -> dict:
     if not path.is_file():
         where = f" (extended by {seen[-1]})" if seen else ""
         raise FactacqError(f"{path}: params file not found{where}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise FactacqError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from None
+    data = read_yaml(path, "params file")
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise FactacqError(f"{path}: top level must be a mapping, got {type(data).__name__}")

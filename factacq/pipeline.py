@@ -8,40 +8,60 @@ already complete, then renders the cross-condition notebook. `--dry-run` validat
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
-from factacq.params import Params, _merge, _read_yaml, dump_params, load_params, parse_params
+from factacq.params import (Params, SafeName, _merge, _read_yaml, dump_params, folders_from_environment,
+                            load_params, parse_params, read_yaml, validation_error)
 from factacq.runlog import load_sidecar, write_json_atomic
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 CONDITION_NOTEBOOKS = ("01_pretrain.ipynb", "02_inject.ipynb", "03_acquisition.ipynb", "04_forgetting.ipynb")
 CONDITIONS_NOTEBOOK = "05_conditions.ipynb"
 COMPLETE = "COMPLETE.json"
+CONDITION = "condition.json"  # the sidecar that marks a condition folder as made by factacq
 
 
 def _echo(message: str) -> None:
     print(message, flush=True)
 
 
-def notebook_setup(params_path: str, run_dir: str, root: str = "..") -> tuple[Params, Path]:
-    """First cell of every notebook: work from the project root, load and validate the params.
+def notebook_setup(params_path: str, run_dir: str | None, root: str = "..") -> tuple[Params, Path]:
+    """First cell of every notebook: work from the project root, load and validate the params,
+    and make (or reuse) the condition folder ``run_dir`` (None: <output_dir>/<name>).
 
     Relative paths in params (cache_dir, output_dir, sources) are relative to the project root, so a
-    notebook opened in JupyterLab (cwd notebooks/) and one rendered by papermill agree.
+    notebook opened in JupyterLab (cwd notebooks/) and one rendered by papermill agree. A folder
+    that is not empty and that factacq did not make is refused, not written into.
     """
     import os
 
     os.chdir(root)
     params = load_params(params_path)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(params)
+    mark_condition_folder(run_dir, params, params_path)
     return params, run_dir.resolve()
+
+
+def mark_condition_folder(run_dir: Path, params: Params, params_path) -> None:
+    """Create ``run_dir`` (refusing a non-empty folder factacq did not make) and write its
+    condition.json sidecar, which marks it as factacq's: only such folders are ever replaced."""
+    from factacq.inject import check_replaceable
+
+    run_dir = Path(run_dir)
+    check_replaceable(run_dir, "condition folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / CONDITION).is_file():
+        write_json_atomic(run_dir / CONDITION, {"kind": "condition", "name": params.name,
+                                                "params_hash": params.section_hash(),
+                                                "params_path": str(params_path)})
 
 
 def run_dir_for(params: Params) -> Path:
@@ -52,11 +72,16 @@ def is_complete(run_dir: Path, params: Params) -> bool:
     marker = Path(run_dir) / COMPLETE
     if not marker.is_file():
         return False
-    return json.loads(marker.read_text()).get("params_hash") == params.section_hash()
+    try:
+        return json.loads(marker.read_text()).get("params_hash") == params.section_hash()
+    except (ValueError, AttributeError):  # a damaged marker: not complete, the condition runs again
+        return False
 
 
 def execute_notebook(name: str, out_dir: Path, parameters: dict, notebooks_dir: Path | None = None) -> Path:
-    """Render one notebook with papermill. A failure keeps the rendered notebook (with its error)."""
+    """Render one notebook with papermill. A failure keeps the rendered notebook (with its error); an
+    interrupt (Ctrl-C) marks the partial render as interrupted. The kernel shows training progress
+    on this process's stderr (FACTACQ_PROGRESS=terminal, see train.train), not in the notebook."""
     import papermill
 
     source = Path(notebooks_dir or NOTEBOOKS_DIR) / name
@@ -64,40 +89,124 @@ def execute_notebook(name: str, out_dir: Path, parameters: dict, notebooks_dir: 
         raise FactacqError(f"{source}: notebook not found")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / name
+    progress = os.environ.get("FACTACQ_PROGRESS")
+    if progress != "0":
+        os.environ["FACTACQ_PROGRESS"] = "terminal"  # the kernel inherits it
     try:
         papermill.execute_notebook(str(source), str(target), parameters=parameters, kernel_name="python3",
                                    cwd=str(source.parent), progress_bar=False)
     except papermill.PapermillExecutionError as exc:
         raise FactacqError(f"{name} failed at cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
                            f"rendered with its error at {target}") from None
+    except KeyboardInterrupt:
+        mark_interrupted(target)
+        raise
+    finally:
+        if progress is None:
+            os.environ.pop("FACTACQ_PROGRESS", None)
+        else:
+            os.environ["FACTACQ_PROGRESS"] = progress
     return target
 
 
+def mark_interrupted(target: Path) -> None:
+    """Mark a partial render as interrupted: a banner cell first, `factacq.status: interrupted` in
+    its metadata, and every cell that did not finish as pending (papermill leaves them 'completed')."""
+    import nbformat
+
+    if not target.is_file():
+        return
+    try:
+        nb = nbformat.read(str(target), as_version=4)
+    except Exception:  # a half-written render: leave it, the banner cannot be added
+        return
+    ran = [c for c in nb.cells if c.get("cell_type") == "code" and c.get("execution_count")]
+    last = nb.cells.index(ran[-1]) if ran else -1
+    for i, cell in enumerate(nb.cells):
+        if i >= last and cell.get("cell_type") == "code":
+            cell.setdefault("metadata", {}).setdefault("papermill", {})["status"] = "pending"
+    nb.metadata.setdefault("papermill", {})["exception"] = True
+    nb.metadata["factacq"] = {"status": "interrupted",
+                              "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    banner = nbformat.v4.new_markdown_cell(
+        "**Interrupted.** This render stopped part-way (Ctrl-C): the cells from the last one that "
+        "ran on are incomplete or did not run. Run the condition again to render it whole.")
+    banner.metadata["tags"] = ["factacq-interrupted"]
+    nb.cells.insert(0, banner)
+    with atomic_path(target) as tmp:
+        nbformat.write(nb, str(tmp))
+
+
+def project_root(params_path: str | Path) -> Path:
+    """The project a params file belongs to, against which its relative paths resolve:
+    $FACTACQ_ROOT if set, else the nearest folder above the file that holds a pyproject.toml or
+    .git, else the file's own folder."""
+    if os.environ.get("FACTACQ_ROOT"):
+        return Path(os.environ["FACTACQ_ROOT"]).resolve()
+    path = Path(params_path).resolve()
+    for folder in path.parents:
+        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
+            return folder
+    return path.parent
+
+
+def _replaceable_run_dir(run_dir: Path, params: Params) -> None:
+    """--force deletes run_dir: only a factacq folder inside output_dir."""
+    from factacq.inject import made_by_factacq
+
+    output_dir = Path(params.output_dir).resolve()
+    if run_dir.resolve().parent != output_dir:
+        raise FactacqError(f"{params.source}: name {params.name!r}: the run folder {run_dir} is not "
+                           f"directly inside output_dir {output_dir}; refusing to delete it")
+    if run_dir.is_symlink() or (any(run_dir.iterdir()) and not made_by_factacq(run_dir)):
+        raise FactacqError(f"{run_dir}: not made by factacq (no condition.json or run.json); --force "
+                           f"refuses to delete it: move it away or choose another name")
+
+
 def run_condition(params_path: str | Path, force: bool = False, notebooks_dir: Path | None = None,
-                  echo=None) -> Path:
-    """Render the condition's notebooks into outputs/<name>/; skip if already complete (unless force)."""
+                  echo=None, root: Path | None = None) -> Path:
+    """Render the condition's notebooks into outputs/<name>/; skip if already complete (unless force).
+
+    Relative paths in the params resolve against ``root`` (default: the params file's
+    :func:`project_root`), whatever the current folder. ``force`` deletes the condition folder first, but only a folder factacq
+    made (condition.json or run.json) directly inside output_dir. Training progress goes to the
+    terminal (stderr), not into the rendered notebooks."""
     echo = echo or _echo
     params_path = Path(params_path).resolve()
-    params = load_params(params_path)
-    run_dir = run_dir_for(params).resolve()
-    if not force and is_complete(run_dir, params):
-        echo(f"[factacq] {params.name}: complete, skipping ({run_dir})")
-        return run_dir
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(root).resolve() if root is not None else project_root(params_path)
+    with working_dir(root):
+        params = load_params(params_path)
+        run_dir = run_dir_for(params).resolve()
+        if not force and is_complete(run_dir, params):
+            echo(f"[factacq] {params.name}: complete, skipping ({run_dir})")
+            return run_dir
+        if force and run_dir.exists():
+            _replaceable_run_dir(run_dir, params)
+            shutil.rmtree(run_dir)
+        mark_condition_folder(run_dir, params, params_path)
     (run_dir / COMPLETE).unlink(missing_ok=True)
-    parameters = {"params_path": str(params_path), "run_dir": str(run_dir), "root": str(Path.cwd())}
+    parameters = {"params_path": str(params_path), "run_dir": str(run_dir), "root": str(root)}
     started = time.time()
     for i, name in enumerate(CONDITION_NOTEBOOKS, 1):
         t0 = time.time()
         echo(f"[factacq] {params.name}: [{i}/{len(CONDITION_NOTEBOOKS)}] {name} ...")
         execute_notebook(name, run_dir / "notebooks", parameters, notebooks_dir)
         echo(f"[factacq] {params.name}: [{i}/{len(CONDITION_NOTEBOOKS)}] {name} done in {time.time() - t0:.0f} s")
-    write_json_atomic(run_dir / COMPLETE, {"params_hash": params.section_hash(), "params_path": str(params_path),
+    write_json_atomic(run_dir / COMPLETE, {"params_hash": params.section_hash(),
+                                           "params_path": str(params_path),
                                            "seconds": round(time.time() - started, 1)})
     return run_dir
 
+
+@contextmanager
+def working_dir(path: Path):
+    """Work from ``path`` inside the block (relative paths in params resolve against it)."""
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield path
+    finally:
+        os.chdir(before)
 
 
 # ---------------------------------------------------------------- what the notebooks call
@@ -139,12 +248,20 @@ def ensure_injection_run(params: Params, run_dir: Path) -> Path:
     return inject.run_inject(params, run_dir)
 
 
-def sweep_setup(sweep_dir: str, run_dirs: dict, root: str = "..") -> tuple[Path, dict[str, Path]]:
+def sweep_setup(sweep_dir: str | None, run_dirs: dict, root: str = "..",
+                params_path: str | None = None) -> tuple[Path, dict[str, Path]]:
     """First cell of the cross-condition notebook: work from the project root; returns the sweep
-    folder and condition -> run folder."""
+    folder and condition -> run folder. A sweep_dir or run folder of None (the notebook's defaults)
+    comes from the params at params_path: <output_dir>/<name>_sweep and <output_dir>/<name>."""
     import os
 
     os.chdir(root)
+    if sweep_dir is None or None in run_dirs.values():
+        if params_path is None:
+            raise FactacqError("sweep_setup: a sweep_dir or run folder of None needs params_path")
+        default = run_dir_for(load_params(params_path))
+        sweep_dir = default.with_name(f"{default.name}_sweep") if sweep_dir is None else sweep_dir
+        run_dirs = {name: default if d is None else d for name, d in run_dirs.items()}
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     missing = [name for name, d in run_dirs.items() if not (Path(d) / "tables").is_dir()]
     if missing:
@@ -236,14 +353,14 @@ def _analysis_options(run_dir: Path) -> tuple[int, float]:
 
 class Condition(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: SafeName  # a folder under the sweep's folder
     params: str  # a params YAML (relative to the sweep file)
     overrides: dict = Field(default_factory=dict)
 
 
 class Sweep(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: SafeName
     output_dir: str = "outputs"
     conditions: list[Condition] = Field(min_length=1)
     # comparisons the cross-condition notebook draws: label -> list of condition names
@@ -252,15 +369,13 @@ class Sweep(BaseModel):
 
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
-    if not path.is_file():
-        raise FactacqError(f"{path}: sweep file not found")
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path, "sweep file")
+    if not isinstance(data, dict):
+        raise FactacqError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     try:
-        sweep = Sweep.model_validate(data)
+        sweep = Sweep.model_validate(folders_from_environment(data, ("output_dir",)))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise FactacqError(f"{path}: field {field!r}: {err['msg']} (got {err.get('input')!r})") from None
+        raise validation_error(exc, str(path)) from None
     names = [c.name for c in sweep.conditions]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -282,27 +397,31 @@ def condition_params(sweep_path: Path, sweep: Sweep, cond: Condition) -> tuple[P
     data["output_dir"] = str(Path(sweep.output_dir) / sweep.name)
     params = parse_params(data, f"{sweep_path} (condition {cond.name!r})")
     target = Path(sweep.output_dir) / sweep.name / "params" / f"{cond.name}.yaml"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(dump_params(params))
+    with atomic_path(target) as tmp:
+        tmp.write_text(dump_params(params))
     return target, params
 
 
 def run_sweep(sweep_path: str | Path, dry_run: bool = False, echo=None) -> Path:
+    """Run every condition of a sweep (skipping complete ones), then render the cross-condition
+    notebook. Relative paths (the sweep's output_dir, the conditions' params) resolve against the
+    sweep file's :func:`project_root`."""
     echo = echo or _echo
     sweep_path = Path(sweep_path).resolve()
-    sweep = load_sweep(sweep_path)
-    materialized = [condition_params(sweep_path, sweep, c) for c in sweep.conditions]
-    sweep_dir = (Path(sweep.output_dir) / sweep.name).resolve()
-    if dry_run:
-        for path, params in materialized:
-            print_plan(dry_run_plan(params, calibrate=False), echo=echo)
-        return sweep_dir
+    root = project_root(sweep_path)
+    with working_dir(root):
+        sweep = load_sweep(sweep_path)
+        materialized = [condition_params(sweep_path, sweep, c) for c in sweep.conditions]
+        sweep_dir = (Path(sweep.output_dir) / sweep.name).resolve()
+        if dry_run:
+            for path, params in materialized:
+                print_plan(dry_run_plan(params, calibrate=False), echo=echo)
+            return sweep_dir
+        run_dirs = {p.name: str(run_dir_for(p).resolve()) for _, p in materialized}
     for i, (path, params) in enumerate(materialized, 1):
         echo(f"[factacq] sweep {sweep.name}: condition {i}/{len(materialized)}: {params.name}")
-        run_condition(path, echo=echo)
-    parameters = {"sweep_dir": str(sweep_dir),
-                  "run_dirs": {p.name: str(run_dir_for(p).resolve()) for _, p in materialized},
-                  "compare": sweep.compare}
+        run_condition(root / path, echo=echo, root=root)
+    parameters = {"sweep_dir": str(sweep_dir), "run_dirs": run_dirs, "compare": sweep.compare}
     execute_notebook(CONDITIONS_NOTEBOOK, sweep_dir / "notebooks", parameters)
     echo(f"[factacq] sweep {sweep.name}: done; cross-condition notebook at "
          f"{sweep_dir / 'notebooks' / CONDITIONS_NOTEBOOK}")
@@ -394,10 +513,12 @@ def _print_summary(run_dir: Path, params: Params, echo=None) -> None:
 
 
 def cmd_run(args) -> int:
-    params = load_params(args.params)
     if args.dry_run:
-        print_plan(dry_run_plan(params))
+        path = Path(args.params).resolve()
+        with working_dir(project_root(path)):
+            print_plan(dry_run_plan(load_params(path)))
         return 0
+    params = load_params(args.params)
     run_dir = run_condition(args.params, force=args.force)
     _print_summary(run_dir, params)
     return 0

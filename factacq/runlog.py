@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factacq.atomic import atomic_path
-from factacq.errors import FactacqError
+from factacq.atomic import atomic_path, json_text
+from factacq.errors import FactacqError, first_line
 
 RECORDS = ("probe", "injection", "train")
 
@@ -49,9 +49,11 @@ CHUNK_PREFIX = "chunk-"
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:
-    """Write JSON to `path` through a temp file + rename (never a half-written file)."""
+    """Write JSON to `path` through a temp file + rename (never a half-written file). Always valid
+    JSON: NaN and +-inf are written as null (:func:`factacq.atomic.json_text`)."""
+    text = json_text(data, indent=2, sort_keys=True, default=str)
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
+        fh.write(text)
 
 
 def to_table(records: list[dict] | pd.DataFrame) -> pa.Table:
@@ -113,7 +115,7 @@ def load_run(run_dir: str | Path, record: str | None = None) -> pd.DataFrame:
     paths = chunk_paths(run_dir)
     if not paths:
         raise FactacqError(f"{run_dir}: no run log (expected {run_dir / 'log'}/{CHUNK_PREFIX}*.parquet)")
-    frame = pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in paths]).to_pandas()
+    frame = pa.concat_tables([_read_chunk(p) for p in paths]).to_pandas()
     if record is not None:
         if record not in RECORDS:
             raise FactacqError(f"record must be one of {RECORDS}, got {record!r}")
@@ -121,11 +123,36 @@ def load_run(run_dir: str | Path, record: str | None = None) -> pd.DataFrame:
     return frame
 
 
+def _read_chunk(path: Path) -> pa.Table:
+    """One log chunk; a truncated or foreign file is one line naming it."""
+    try:
+        return pq.read_table(path, schema=SCHEMA)
+    except (pa.ArrowException, OSError) as exc:
+        reason = first_line(exc).replace(f" '{path}'", "")  # pyarrow repeats the path
+        raise FactacqError(f"{path}: unreadable run-log chunk: {reason}") from None
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON file whose top level is an object; a truncated, binary or too deeply nested file is
+    one FactacqError line: ``<path>: corrupt <what> (...)``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FactacqError(f"{path}: corrupt {what} (not valid JSON: {first_line(exc)})") from None
+    except RecursionError:
+        raise FactacqError(f"{path}: corrupt {what} (not valid JSON: nested too deeply)") from None
+    if not isinstance(data, dict):
+        raise FactacqError(f"{path}: corrupt {what} (top level must be an object, got "
+                           f"{type(data).__name__})")
+    return data
+
+
 def load_sidecar(run_dir: str | Path) -> dict:
+    """The run.json sidecar of a run folder (or a pretraining base folder) as a dict."""
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FactacqError(f"{run_dir}: no run.json sidecar")
-    return json.loads(path.read_text())
+    return read_json_object(path, "run.json sidecar")
 
 
 def probes(frame: pd.DataFrame) -> pd.DataFrame:

@@ -24,7 +24,7 @@ def documents_hash(documents) -> str:
 
 def train_tokenizer(documents, vocab_size: int, out_dir) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``documents`` (the background corpus, never injected knowledge) and
-    save it as a standard HF tokenizer folder at ``out_dir`` (atomically)."""
+    save it as a standard HF tokenizer folder at ``out_dir`` (atomically; None: not saved)."""
     documents = list(documents)
     if not documents:
         raise FactacqError("tokenizer: no documents to train on (empty corpus)")
@@ -39,6 +39,8 @@ def train_tokenizer(documents, vocab_size: int, out_dir) -> PreTrainedTokenizerF
     )
     bpe.train_from_iterator(documents, trainer=trainer, length=len(documents))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS)
+    if out_dir is None:
+        return tok
     with atomic_dir(out_dir) as tmp:
         tok.save_pretrained(tmp)
         (tmp / TRAINING_TEXT_HASH).write_text(documents_hash(documents) + "\n")
@@ -64,9 +66,10 @@ def tokenizer_dir(params, documents_sha: str) -> Path:
     return Path(params.cache_dir) / "tokenizer" / key.hexdigest()[:12]
 
 
-def get_tokenizer(params, documents=None):
+def get_tokenizer(params, documents=None, cache: bool = True):
     """The run's tokenizer: ``tokenizer.path`` if set; else an HF model's own (``model.name_or_path``);
-    else a BPE trained on the background documents, cached under <cache_dir>/tokenizer/<hash>."""
+    else a BPE trained on the background documents, cached under <cache_dir>/tokenizer/<hash>
+    (``cache=False``: a cached one is used, a new one is not saved)."""
     if params.tokenizer.path:
         return load_tokenizer(params.tokenizer.path)
     if params.model.name_or_path:
@@ -79,7 +82,7 @@ def get_tokenizer(params, documents=None):
     out = tokenizer_dir(params, documents_hash(documents))
     if (out / "tokenizer.json").is_file():
         return load_tokenizer(out)
-    return train_tokenizer(documents, params.tokenizer.vocab_size, out)
+    return train_tokenizer(documents, params.tokenizer.vocab_size, out if cache else None)
 
 
 def tokenizer_fingerprint(tok) -> str:

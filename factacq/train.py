@@ -10,11 +10,13 @@ model, optimizer, scheduler, data position and RNG states: continuing is exactly
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from factacq.atomic import atomic_dir
+from factacq.atomic import atomic_dir, json_text
 from factacq.errors import FactacqError
 from factacq.params import OptimParams, Params, dump_params, load_params
 
@@ -152,11 +154,36 @@ def _autocast(device: str):
     return torch.autocast("cpu", enabled=False)
 
 
+_PHASES = {  # train(desc=...) -> how a divergence names the run, and what it leaves behind
+    "pretrain": ("pretraining", "no base was saved; lower optim.lr{now}"),
+    "inject": ("injection run", "the run stays incomplete (run.json complete: false) and its "
+                                "checkpoints/latest as it was; lower optim.lr{now} or inject.constant_lr"),
+}
+
+
+def check_finite(loss: float, grad_norm: float, lr: float, step: int, phase: str = "train",
+                 step_offset: int = 0, base_lr: float | None = None) -> None:
+    """Refuse a non-finite loss or gradient norm (a diverged run) with one line naming the run, the
+    step (``step - step_offset``, the run's own step) and the value. Only reads the floats."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    name, hint = _PHASES.get(phase, (phase, "lower optim.lr{now}"))
+    value = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm} (loss {loss:.4g})"
+    where = f"step {step - step_offset}" + (f" (global step {step})" if step_offset else "")
+    hint = hint.format(now=f" (now {base_lr:g})" if base_lr is not None else "")
+    raise FactacqError(f"{name}: non-finite {value} at {where}, lr {lr:g}: training diverged and "
+                       f"stopped before this update; {hint}")
+
+
 def train_step(state: TrainState, batch: Batch, *, micro_batch_size: int | None = None,
-               grad_clip: float | None = 1.0, device: str = "cpu", compile: bool = False) -> dict:
+               grad_clip: float | None = 1.0, device: str = "cpu", compile: bool = False,
+               phase: str = "train", step_offset: int = 0) -> dict:
     """One optimizer update on ``batch`` (accumulated over micro batches). Returns loss, bg_loss
     (background rows only; nan if none), lr (used for this update), grad_norm (before clipping).
-    ``compile``: the loss through torch.compile (see :func:`_loss_fn`)."""
+    ``compile``: the loss through torch.compile (see :func:`_loss_fn`). A non-finite loss or
+    gradient norm raises FactacqError (:func:`check_finite`, naming ``phase`` and the step) before
+    the optimizer step, so the weights, optimizer and ``state.step`` stay those of the last good
+    step."""
     model, optimizer = state.model, state.optimizer
     model.train()
     ids = batch.input_ids.to(device, non_blocking=True)
@@ -179,6 +206,9 @@ def train_step(state: TrainState, batch: Batch, *, micro_batch_size: int | None 
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
         grad_norm = grad_norm.full_tensor()
     lr = optimizer.param_groups[0]["lr"]
+    loss, grad_norm = float(rl.mean()), float(grad_norm)
+    check_finite(loss, grad_norm, float(lr), state.step + 1, phase, step_offset,
+                 state.optim.lr if state.optim else None)
     optimizer.step()
     state.scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -186,10 +216,10 @@ def train_step(state: TrainState, batch: Batch, *, micro_batch_size: int | None 
     state.tokens += int(ids.numel())
     bg = batch.background.cpu()
     return {
-        "loss": float(rl.mean()),
+        "loss": loss,
         "bg_loss": float(rl[bg].mean()) if bool(bg.any()) else float("nan"),
         "lr": float(lr),
-        "grad_norm": float(grad_norm),
+        "grad_norm": grad_norm,
     }
 
 
@@ -229,25 +259,61 @@ def keep_freed_memory() -> bool:
 def train(state: TrainState, n_steps: int, get_batch: Callable[[TrainState], Batch], *,
           on_step: Callable[[TrainState, dict], None] | None = None,
           micro_batch_size: int | None = None, grad_clip: float | None = 1.0, device: str = "cpu",
-          compile: bool = False, desc: str = "train") -> TrainState:
+          compile: bool = False, desc: str = "train", step_offset: int = 0) -> TrainState:
     """Run ``n_steps`` updates; ``get_batch(state)`` gives the next batch (and advances
     ``state.data_position``); ``on_step(state, metrics)`` runs after each update. Metrics include
-    ``tokens_per_s`` of the update. Calls :func:`keep_freed_memory` first."""
+    ``tokens_per_s`` of the update. Calls :func:`keep_freed_memory` first.
+
+    A non-finite loss or gradient norm stops training with a FactacqError before that update (and
+    before its ``on_step``, so nothing is saved from it) naming ``desc`` ("pretrain", "inject") and
+    the step: ``state.step - step_offset`` (an injection run passes its checkpoint's step).
+
+    Progress: a tqdm bar (steps, loss, tokens/s, ETA), by default tqdm.auto's (a widget in a
+    notebook). Environment variable FACTACQ_PROGRESS: "0" turns it off; "terminal" writes a plain
+    text bar to the process's real stderr (``sys.__stderr__``; in a Jupyter kernel that captures
+    fd 2, the copy of the original stderr it keeps) and nothing into the notebook, so `factacq run`,
+    whose papermill kernels inherit its stderr, shows training progress in the user's terminal."""
     keep_freed_memory()
-    bar = tqdm(total=n_steps, desc=desc, unit="step", dynamic_ncols=True,
-               disable=os.environ.get("FACTACQ_PROGRESS", "1") == "0")
-    for _ in range(n_steps):
-        t0 = time.perf_counter()
-        batch = get_batch(state)
-        metrics = train_step(state, batch, micro_batch_size=micro_batch_size, grad_clip=grad_clip,
-                             device=device, compile=compile)
-        metrics["tokens_per_s"] = batch.input_ids.numel() / max(time.perf_counter() - t0, 1e-9)
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
-        bar.update(1)
-        if on_step is not None:
-            on_step(state, metrics)
-    bar.close()
+    bar, stream = _progress_bar(n_steps, desc)
+    try:
+        for _ in range(n_steps):
+            t0 = time.perf_counter()
+            batch = get_batch(state)
+            metrics = train_step(state, batch, micro_batch_size=micro_batch_size, grad_clip=grad_clip,
+                                 device=device, compile=compile, phase=desc, step_offset=step_offset)
+            metrics["tokens_per_s"] = batch.input_ids.numel() / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+            bar.update(1)
+            if on_step is not None:
+                on_step(state, metrics)
+    finally:
+        bar.close()
+        if stream is not None:
+            stream.close()
     return state
+
+
+def _progress_bar(n_steps: int, desc: str):
+    """The tqdm bar of :func:`train` (see FACTACQ_PROGRESS there) and a stream to close, or None."""
+    mode = os.environ.get("FACTACQ_PROGRESS", "1")
+    if mode != "terminal":
+        return tqdm(total=n_steps, desc=desc, unit="step", dynamic_ncols=True, disable=mode == "0"), None
+    from tqdm.std import tqdm as text_tqdm
+
+    out, stream = sys.__stderr__, None
+    # ipykernel >= 6 points fd 2 (sys.__stderr__) into a pipe that it forwards to the notebook as
+    # well as to the original stderr; its sys.stderr.fileno() is a copy of that original stderr
+    if type(sys.stderr).__module__.startswith("ipykernel"):
+        try:
+            fd = sys.stderr.fileno()
+        except (OSError, ValueError):  # no fd capture: fd 2 is still the real stderr
+            fd = None
+        if fd is not None:
+            out = stream = open(fd, "w", buffering=1, closefd=False)
+    if out is None:  # no stderr at all (pythonw, a detached daemon)
+        return tqdm(total=n_steps, disable=True), None
+    return text_tqdm(total=n_steps, desc=desc, unit="step", file=out, dynamic_ncols=True,
+                     mininterval=1.0), stream
 
 
 def stream_batches(stream, batch_size: int) -> Callable[[TrainState], Batch]:
@@ -304,27 +370,95 @@ def save_checkpoint(state: TrainState, path, extra: dict | None = None, tokenize
                 "optim": state.optim.model_dump(mode="json") if state.optim else None,
                 "total_steps": state.total_steps,
                 "extra": extra or {}, "rng": _rng_state()}
-        (tmp / "state.json").write_text(json.dumps(info))
+        (tmp / "state.json").write_text(json_text(info))
+
+
+CHECKPOINT_STATE_KEYS = ("step", "data_position", "tokens", "rng")
+
+
+def read_checkpoint(path, optimizer: bool = True) -> dict:
+    """A checkpoint folder's state.json, after checking every file :func:`load_checkpoint` reads:
+    state.json (valid JSON with step, data_position, tokens, rng and a valid optim), config.json,
+    the safetensors weights (headers cover the files), scheduler.pt, rng.pt and, with
+    ``optimizer``, optimizer.pt (loaded memory-mapped, weights only). A missing, truncated or
+    corrupt file is one FactacqError line naming it."""
+    from pydantic import ValidationError
+    from safetensors import safe_open
+
+    from factacq.errors import first_line
+    from factacq.params import validation_error
+    from factacq.runlog import read_json_object
+
+    path = Path(path)
+    state_file = path / "state.json"
+    if not state_file.is_file():
+        raise FactacqError(f"{path}: not a factacq checkpoint (no state.json)")
+    info = read_json_object(state_file, "checkpoint state")
+    for key in CHECKPOINT_STATE_KEYS:
+        value = info.get(key)
+        ok = isinstance(value, dict) if key == "rng" else (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+        if not ok:
+            what = "an object" if key == "rng" else "a non-negative integer"
+            raise FactacqError(f"{state_file}: corrupt checkpoint state (field {key!r} must be {what}, "
+                               f"got {value!r})")
+    if info.get("optim"):
+        if not isinstance(info["optim"], dict):
+            raise FactacqError(f"{state_file}: corrupt checkpoint state (field 'optim' must be an "
+                               f"object, got {type(info['optim']).__name__})")
+        try:
+            OptimParams(**info["optim"])
+        except ValidationError as exc:
+            raise validation_error(exc, f"{state_file} (optim)") from None
+    config = path / "config.json"
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FactacqError(f"{path}: incomplete checkpoint (no config.json)") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise FactacqError(f"{config}: corrupt checkpoint model config (not valid JSON: "
+                           f"{first_line(exc)})") from None
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        raise FactacqError(f"{path}: incomplete checkpoint (no model.safetensors)")
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as exc:  # SafetensorError (truncated, not safetensors), OSError
+            raise FactacqError(f"{file}: corrupt checkpoint weights (truncated or not safetensors: "
+                               f"{first_line(exc)})") from None
+    for name in (["optimizer.pt"] if optimizer else []) + ["scheduler.pt", "rng.pt"]:
+        file = path / name
+        if not file.is_file():
+            raise FactacqError(f"{path}: incomplete checkpoint (no {name})")
+        try:
+            torch.load(file, weights_only=True, mmap=True, map_location="cpu")
+        except Exception as exc:  # RuntimeError (truncated zip), UnpicklingError, EOFError, OSError
+            reason = first_line(exc).split(". ")[0]  # torch's first sentence
+            raise FactacqError(f"{file}: corrupt checkpoint file (cannot load: {reason})") from None
+    return info
 
 
 def load_checkpoint(path, op: OptimParams | None = None, device: str = "cpu",
                     total_steps: int | None = None, constant_lr: float | None = None,
-                    reset_optimizer: bool = False) -> tuple[TrainState, dict]:
+                    reset_optimizer: bool = False, dtype: str | None = None,
+                    trust_remote_code: bool = False) -> tuple[TrainState, dict]:
     """Load a checkpoint folder: model, optimizer and scheduler state, data position and RNG states
     (restored, so training on continues exactly as if never stopped). ``op`` replaces the saved
-    optimizer params (lr, betas, weight decay, schedule); ``reset_optimizer`` starts fresh moments."""
+    optimizer params (lr, betas, weight decay, schedule); ``reset_optimizer`` starts fresh moments.
+    ``dtype`` and ``trust_remote_code`` are those of params.model (see models.load_model): a bf16 run
+    resumes in bf16, a remote-code model loads its code."""
     from factacq.models import load_model
 
     path = Path(path)
-    if not (path / "state.json").is_file():
-        raise FactacqError(f"{path}: not a factacq checkpoint (no state.json)")
-    info = json.loads((path / "state.json").read_text())
+    info = read_checkpoint(path, optimizer=not reset_optimizer)  # bad files: one line naming them
     saved_op = OptimParams(**info["optim"]) if info.get("optim") else OptimParams()
     # the horizon: as asked, else op's own, else the one the checkpoint's schedule was built with
     horizon = (total_steps or (op.total_steps if op else None) or info.get("total_steps")
                or saved_op.total_steps or max(info["step"], 1))
     op = op or saved_op
-    model = load_model(path).to(device)
+    model = load_model(path, trust_remote_code=trust_remote_code, dtype=dtype).to(device)
     optimizer = make_optimizer(model, op)
     if not reset_optimizer:  # moments from the checkpoint, hyperparameters from op
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
@@ -354,17 +488,73 @@ def load_checkpoint(path, op: OptimParams | None = None, device: str = "cpu",
 # --------------------------------------------------------------------------- pretraining
 
 
-def base_dir(params: Params) -> Path:
-    """<cache_dir>/base/<hash of the corpus, tokenizer, model, optim and pretrain sections (and
-    compile, when true)>."""
-    return Path(params.cache_dir) / "base" / params.section_hash(*BASE_SECTIONS, "compile")
+def base_key(params: Params, documents_sha: str, tokenizer_fp: str) -> str:
+    """The base's cache key: a hash of the params sections BASE_SECTIONS (and compile, when true),
+    the sha256 of the documents it trains on (``tokenizer.documents_hash`` of the train split) and
+    the tokenizer's fingerprint (``tokenizer.tokenizer_fingerprint``): editing the files of a
+    ``corpus.source`` folder, or swapping the tokenizer, keys a new base."""
+    blob = json.dumps([params.section_hash(*BASE_SECTIONS, "compile"), documents_sha, tokenizer_fp,
+                       "base-v2"])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def stage_path(params: Params, stage: str) -> Path:
+def _train_documents(params: Params) -> list[str]:
+    from factacq.corpus import load_documents, split_documents
+
+    return split_documents(load_documents(params.corpus), params.corpus, "train")
+
+
+def base_dir(params: Params, tokenizer=None, documents_sha: str | None = None) -> Path:
+    """<cache_dir>/base/<:func:`base_key`>. Callers that have the run's ``tokenizer`` and the
+    ``documents_sha`` (documents_hash of the train split) pass them; else the documents are loaded
+    and hashed (the default corpus: a few seconds the first time in a process, then cached; a hub
+    corpus is streamed) and the tokenizer is got (``tokenizer.get_tokenizer``: a BPE not cached yet
+    is trained and cached). :func:`base_cached` asks whether a base is complete without either."""
+    from factacq.tokenizer import documents_hash, get_tokenizer, tokenizer_fingerprint
+
+    docs = None
+    if documents_sha is None:
+        docs = _train_documents(params)
+        documents_sha = documents_hash(docs)
+    if tokenizer is None:
+        tokenizer = get_tokenizer(params, docs)  # docs None: get_tokenizer loads them if it needs them
+    return Path(params.cache_dir) / "base" / base_key(params, documents_sha, tokenizer_fingerprint(tokenizer))
+
+
+def base_cached(params: Params) -> bool:
+    """Whether a complete base of ``params`` is cached, building and writing nothing (the dry run).
+    The documents are loaded (and a cached tokenizer looked up) only when some cached base was
+    pretrained from the same params sections; no cached tokenizer means no base either."""
+    from factacq.tokenizer import documents_hash, get_tokenizer, load_tokenizer, tokenizer_dir
+
+    section_hash = params.section_hash(*BASE_SECTIONS, "compile")
+    candidates = []
+    for sidecar in (Path(params.cache_dir) / "base").glob("*/run.json"):
+        try:
+            candidates.append(json.loads(sidecar.read_text()).get("params_hash"))
+        except (OSError, ValueError, AttributeError):
+            continue
+    if section_hash not in candidates:
+        return False
+    docs = _train_documents(params)
+    documents_sha = documents_hash(docs)
+    if params.tokenizer.path or params.model.name_or_path:
+        tokenizer = get_tokenizer(params, docs)  # loads that tokenizer, trains nothing
+    else:
+        cached = tokenizer_dir(params, documents_sha)
+        if not (cached / "tokenizer.json").is_file():
+            return False
+        tokenizer = load_tokenizer(cached)
+    return _base_complete(base_dir(params, tokenizer, documents_sha), params)
+
+
+def stage_path(params: Params, stage: str, tokenizer=None, documents_sha: str | None = None) -> Path:
+    """The folder of stage checkpoint ``stage`` of the base (``tokenizer``, ``documents_sha``: as for
+    :func:`base_dir`)."""
     if stage not in params.pretrain.stages:
         raise FactacqError(f"inject.stage: unknown stage {stage!r} "
                            f"(pretrain.stages: {sorted(params.pretrain.stages)})")
-    return base_dir(params) / "stages" / stage
+    return base_dir(params, tokenizer, documents_sha) / "stages" / stage
 
 
 def _base_complete(path: Path, params: Params) -> bool:
@@ -394,20 +584,23 @@ def new_state(params: Params, vocab_size: int, eos_token_id: int | None, device:
 
 def pretrain(params: Params, force: bool = False) -> Path:
     """Pretrain the base model and save the stage checkpoints; reuse a complete base with the same
-    params hash unless ``force``. Returns the base folder (see docs/architecture.md)."""
+    :func:`base_key` (params sections, documents, tokenizer) unless ``force``. Returns the base
+    folder (see docs/architecture.md). A diverging loss stops it with a FactacqError and no base."""
     import pandas as pd
 
     from factacq.corpus import build_stream, load_documents, split_documents
     from factacq.models import count_parameters
     from factacq.provenance import provenance
-    from factacq.tokenizer import get_tokenizer
+    from factacq.tokenizer import documents_hash, get_tokenizer, tokenizer_fingerprint
 
-    out = base_dir(params)
+    docs = load_documents(params.corpus)
+    train_docs = split_documents(docs, params.corpus, "train")
+    tokenizer = get_tokenizer(params, train_docs)
+    documents_sha = documents_hash(train_docs)
+    out = base_dir(params, tokenizer, documents_sha)
     if _base_complete(out, params) and not force:
         return out
     device = resolve_device(params.device)
-    docs = load_documents(params.corpus)
-    tokenizer = get_tokenizer(params, split_documents(docs, params.corpus, "train"))
     stream = build_stream(params, tokenizer, "train", documents=docs)
     pp = params.pretrain
     state = new_state(params, len(tokenizer), tokenizer.eos_token_id, device)
@@ -430,20 +623,26 @@ def pretrain(params: Params, force: bool = False) -> Path:
               compile=params.compile, desc="pretrain")
         pd.DataFrame(log).to_parquet(tmp / "pretrain_log.parquet", index=False)
         (tmp / "params.yaml").write_text(dump_params(params))
-        run = {"kind": "pretrain", "params_hash": out.name, "complete": True,
+        run = {"kind": "pretrain", "params_hash": params.section_hash(*BASE_SECTIONS, "compile"),
+               "base_key": out.name, "documents_sha256": documents_sha,
+               "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer), "complete": True,
                "seconds": round(time.perf_counter() - t0, 2), "n_parameters": count_parameters(state.model),
                "stream": {"n_rows": stream.n_rows, "seq_len": stream.seq_len,
                           "n_tokens": int(len(stream.tokens)), "path": str(stream.path)},
                "epochs": state.data_position / stream.n_rows,
                "stages": dict(pp.stages), "provenance": provenance(device)}
-        (tmp / "run.json").write_text(json.dumps(run, indent=2))
+        (tmp / "run.json").write_text(json_text(run, indent=2))
     return out
 
 
 def cmd_pretrain(args) -> int:
-    """`factacq pretrain PARAMS [--force]`."""
-    params = load_params(args.params)
-    out = pretrain(params, force=getattr(args, "force", False))
+    """`factacq pretrain PARAMS [--force]` (from the params file's project root)."""
+    from factacq.pipeline import project_root, working_dir
+
+    path = Path(args.params).resolve()
+    with working_dir(project_root(path)):
+        params = load_params(path)
+        out = pretrain(params, force=getattr(args, "force", False)).resolve()
     log = __import__("pandas").read_parquet(out / "pretrain_log.parquet")
     print(f"base: {out}")
     for name, step in sorted(params.pretrain.stages.items(), key=lambda kv: kv[1]):

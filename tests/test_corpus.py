@@ -38,7 +38,8 @@ def small_params(tmp_path: Path, **sections):
             "tokenizer": {"vocab_size": 300}, "model": {"preset": "micro"},
             "pretrain": {"seq_len": 32, "batch_size": 4, "steps": 6, "stages": {"early": 2, "late": 6},
                          "log_every": 1},
-            "optim": {"warmup_steps": 2}, "device": "cpu", "cache_dir": str(tmp_path / "cache")}
+            "optim": {"warmup_steps": 2}, "device": "cpu", "cache_dir": str(tmp_path / "cache"),
+            "output_dir": str(tmp_path / "outputs")}  # both folders in tmp_path: never the project's
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_params(data)

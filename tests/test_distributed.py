@@ -99,11 +99,16 @@ def assert_same_log(one_dir: Path, two_dir: Path) -> None:
         assert a[column].equals(b[column]), column
     probes = a["record"] == "probe"
     assert probes.sum() > 100
+    # fp32: 2 ranks reduce the gradients (and FSDP the shards) in another order than 1 process, about
+    # an ulp per update over the 16 updates. |ℓ| < 8, where an fp32 ulp is 4.8e-7; measured: at most
+    # 1.4e-6 (3 ulps) on ℓ, 4.8e-7 on the loss. 1e-5 (~20 ulps) leaves a 7x margin; one update more
+    # or less moves ℓ by ~1e-2 (the median per-step change of ℓ in this run).
     for column in ("logprob", "first_logprob", "seq_logprob", "first_foil_logprob"):
         np.testing.assert_allclose(b.loc[probes, column], a.loc[probes, column], atol=1e-5, rtol=0)
     train = a["record"] == "train"
-    for column in ("loss", "bg_loss", "grad_norm", "lr"):
+    for column in ("loss", "bg_loss", "grad_norm"):
         np.testing.assert_allclose(b.loc[train, column], a.loc[train, column], atol=1e-5, rtol=0)
+    assert b.loc[train, "lr"].equals(a.loc[train, "lr"])  # the same schedule, computed the same way
 
 
 def test_two_gloo_processes_with_ddp_match_one_process_and_write_one_log(runs):
@@ -127,6 +132,8 @@ def test_two_gloo_processes_with_fsdp_match_one_process_and_save_a_full_checkpoi
     assert saved(runs["fsdp"]) == saved(one)  # the same tensors saved (a tied weight once)
     wa, wb = a.model.state_dict(), b.model.state_dict()
     assert wa.keys() == wb.keys()
+    # the same fp32 reduction-order differences: measured at most 3e-8 on weights and moments; an
+    # update lost or doubled would move a weight by about lr = 1e-2
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
     sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()

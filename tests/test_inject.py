@@ -16,7 +16,7 @@ def params(**inject):
         "pretrain": {"seq_len": 64, "batch_size": 8, "steps": 10, "stages": {"late": 10}},
         "inject": {"first_step": 5, "paraphrase": {"count": 3, "interval": 10},
                    "duplicate": {"count": 4, "interval": 7}, "steps_after_last": 20,
-                   "max_row_fraction": 1.0, **inject},
+                   "max_row_fraction": 1.0, "stagger": 0, **inject},
     })
 
 
@@ -135,13 +135,15 @@ def test_row_choice_is_deterministic_and_seeded_by_step():
 
 
 def test_describe_plan_does_not_train(tmp_path):
-    p = params().model_copy(update={"cache_dir": str(tmp_path / "cache")})
+    p = params()
+    p = p.model_copy(update={"cache_dir": str(tmp_path / "cache"),  # rows that fit the passages
+                             "pretrain": p.pretrain.model_copy(update={"seq_len": 192})})
     d = describe_plan(p)
     assert d["steps"] == 46 and d["injections"] == 2 * 3 + 2 * 4 + 2
     assert d["injected_rows_per_step_max"] == 6 and d["knowledge_row_share_max"] == 0.75
     assert d["probe_evaluations"] < d["probe_evaluations_every_step"]
     assert d["probe_evaluations_every_step"] == 8 * 15 * 47
-    assert d["train_tokens"] == 46 * 8 * 64 and d["model_parameters"] > 0
+    assert d["train_tokens"] == 46 * 8 * 192 and d["model_parameters"] > 0
     assert d["pretrain_steps_to_run"] == 10
     assert not (tmp_path / "cache").exists()
 

@@ -57,3 +57,32 @@ def test_extends_errors(tmp_path):
     (tmp_path / "d.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(FactacqError, match="top level must be a mapping"):
         load_params(tmp_path / "d.yaml")
+
+
+def test_env_folders_replace_only_the_default_cache_and_output_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACTACQ_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("FACTACQ_OUTPUT_DIR", str(tmp_path / "o"))
+    (tmp_path / "left_out.yaml").write_text("name: a\n")
+    (tmp_path / "written_out.yaml").write_text("cache_dir: .cache\noutput_dir: outputs\n")  # a dumped params.yaml
+    (tmp_path / "own.yaml").write_text("cache_dir: mine/cache\noutput_dir: mine/out\n")
+    for name in ("left_out", "written_out"):
+        p = load_params(tmp_path / f"{name}.yaml")
+        assert (p.cache_dir, p.output_dir) == (str(tmp_path / "c"), str(tmp_path / "o")), name
+    p = load_params(tmp_path / "own.yaml")
+    assert (p.cache_dir, p.output_dir) == ("mine/cache", "mine/out")  # a file's own folders are kept
+    monkeypatch.setenv("FACTACQ_CACHE_DIR", "")
+    monkeypatch.delenv("FACTACQ_OUTPUT_DIR")
+    p = load_params(tmp_path / "left_out.yaml")
+    assert (p.cache_dir, p.output_dir) == (".cache", "outputs")  # unset or empty: the defaults
+    assert Params().cache_dir == ".cache"  # the schema itself is unchanged
+
+
+def test_the_test_session_writes_to_a_temporary_folder():
+    """conftest.py points both folders outside the project before any test or notebook runs."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for variable in ("FACTACQ_CACHE_DIR", "FACTACQ_OUTPUT_DIR"):
+        folder = Path(os.environ[variable]).resolve()
+        assert root not in folder.parents and folder != root, (variable, folder)

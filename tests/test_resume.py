@@ -124,7 +124,8 @@ def test_kill_9_then_resume_gives_the_same_weights_and_log(tmp_path):
 
     resume(tmp_path / "killed")
     got = load_run(tmp_path / "killed")
-    pd.testing.assert_frame_equal(got, expected)  # no row lost or duplicated, values bit for bit
+    # no row lost or duplicated, values bit for bit (check_exact: the default compares floats to rtol 1e-5)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
     a, b = final_weights(whole), final_weights(tmp_path / "killed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "killed" / "run.json").read_text())["complete"] is True
@@ -134,7 +135,7 @@ def test_kill_9_then_resume_gives_the_same_weights_and_log(tmp_path):
     from factacq.cli import main
 
     assert main(["resume", str(tmp_path / "killed")]) == 0
-    pd.testing.assert_frame_equal(load_run(tmp_path / "killed"), expected)
+    pd.testing.assert_frame_equal(load_run(tmp_path / "killed"), expected, check_exact=True)
 
 
 def test_resume_of_a_folder_that_is_no_run_is_a_clear_error(tmp_path, capsys):
