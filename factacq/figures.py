@@ -1,10 +1,12 @@
 """The paper's figures as functions of DataFrames (seaborn style, one palette per probe kind).
 
-Each function returns a matplotlib Figure; :func:`save_figure` writes it as PNG and PDF.
+Each function returns a matplotlib Figure (or a dict of them, by file name); :func:`save_figure`
+writes one as PNG and PDF, :func:`save_figures` a dict of them.
 ℓ is a mean log-probability per target token, in nats.
 
 - :func:`fig_dynamics`            Fig. 2: mean Δℓ vs step, a panel per scenario, a line per kind
 - :func:`fig_effectivity`         Fig. 3: mean effectivity by condition with CIs
+- :func:`fig_effectivity_conditions`  Fig. 3 across conditions: one per comparison and scenario
 - :func:`fig_retention`           Fig. 4: mean R vs t (log axis) with the log-linear fits
 - :func:`fig_retention_tokens`    Fig. 5: mean R vs tokens for several conditions, x-intercepts
 - :func:`fig_probe_trajectories`  ℓ of every probe of one item (for notebooks)
@@ -24,10 +26,10 @@ import seaborn as sns
 from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 from factacq.metrics import encounters, mean_trajectories, probe_rows
+from factacq.params import GROUPS, SCENARIOS
+from factacq.schema import PROBE_KINDS
 
-KINDS = ("memorization", "semantic", "composition")
-SCENARIO_ORDER = ("paraphrase", "duplicate", "once", "control")
-KIND_COLORS = dict(zip(KINDS, sns.color_palette("colorblind", 3)))
+KIND_COLORS = dict(zip(PROBE_KINDS, sns.color_palette("colorblind", len(PROBE_KINDS))))
 DELTA_LABEL = "Δℓ = ℓ(t) − ℓ(t_pre) (nats/token)"
 STEP_LABEL = "step (optimizer updates)"
 INJECTION_COLOR = "#b2182b"  # injection steps (dotted vertical lines)
@@ -43,7 +45,7 @@ def _color(kind: str):
 
 def _ordered(values) -> list:
     values = list(dict.fromkeys(values))
-    order = list(SCENARIO_ORDER) + list(KINDS)
+    order = list(GROUPS) + list(PROBE_KINDS)
     return sorted(values, key=lambda v: (order.index(v) if v in order else len(order), str(v)))
 
 
@@ -64,6 +66,11 @@ def save_figure(fig, directory: str | Path, name: str) -> list[Path]:
             fig.savefig(tmp, format=ext, dpi=150)
         paths.append(path)
     return paths
+
+
+def save_figures(figs: dict, directory: str | Path) -> list[Path]:
+    """:func:`save_figure` for each ``{name: figure}`` of ``figs``."""
+    return [path for name, fig in figs.items() for path in save_figure(fig, directory, name)]
 
 
 def fig_dynamics(frame: pd.DataFrame, value: str = "logprob", scenarios=None,
@@ -122,6 +129,22 @@ def fig_effectivity(table: pd.DataFrame, by: str = "scenario", hue: str = "kind"
     ax.axhline(0, color="0.3", lw=0.6)
     ax.legend(title=hue, fontsize="small")
     return fig
+
+
+def fig_effectivity_conditions(table: pd.DataFrame, compare: dict, scenarios=SCENARIOS) -> dict:
+    """Fig. 3 across conditions: for each comparison (label -> condition names) and scenario, the
+    :func:`fig_effectivity` bars of its conditions (x) per probe kind, titled "label: scenario".
+    ``table`` is the effectivity summary of several runs with a `condition` column, one measure
+    and adjustment (e.g. ``analyze.select_raw`` of ``analyze.gather_tables(runs,
+    "effectivity_summary")``). Returns ``{"fig3_<label>_<scenario>": figure}``."""
+    figs = {}
+    for label, members in compare.items():
+        for scenario in scenarios:
+            rows = table[table["condition"].isin(list(members)) & (table["scenario"] == scenario)]
+            fig = fig_effectivity(rows, by="condition")
+            fig.suptitle(f"{label}: {scenario}")
+            figs[f"fig3_{label}_{scenario}"] = fig
+    return figs
 
 
 def _fit_line(fits: pd.DataFrame | None, match: dict):

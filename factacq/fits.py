@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from factacq.errors import FactacqError
-from factacq.metrics import (PROBE_KEY, assign_t_cells, bootstrap_mean, encounters, iqr_filter,
-                             probe_rows)
+from factacq.metrics import (PROBE_KEY, assign_t_cells, bootstrap_mean, bootstrap_samples,
+                             encounters, iqr_filter, probe_rows, resampled_means)
 
 
 def _loglinear(t, a, b):
@@ -220,8 +220,7 @@ def retention_samples(points: pd.DataFrame, n_boot: int = 1000, seed: int = 0, n
     x = np.log10(grid)[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         full = sums.sum(0, keepdims=True) / sizes.sum(0, keepdims=True)
-        idx = np.random.default_rng(seed).integers(0, len(items), (n_boot, len(items)))
-        boot = sums[idx].sum(1) / sizes[idx].sum(1)
+        boot = resampled_means(sums, sizes, n_boot, seed)
     a, b = _loglinear_batch(x, full)
     a_s, b_s = _loglinear_batch(x, boot) if n_boot else (np.array([]), np.array([]))
     return {"a": float(a[0]), "x_intercept": float(_x_intercept(a, b)[0]), "a_samples": a_s,
@@ -272,12 +271,8 @@ def bootstrap(points: pd.DataFrame, effectivity_table: pd.DataFrame | None = Non
 
 
 def _effectivity_samples(frame: pd.DataFrame, n_boot: int, seed: int) -> dict:
-    data = frame.dropna(subset=["effectivity"])
-    per_item = data.groupby("item_id")["effectivity"].agg(["sum", "size"])
-    sums, sizes = per_item["sum"].to_numpy(), per_item["size"].to_numpy()
-    idx = np.random.default_rng(seed).integers(0, len(sums), (n_boot, len(sums)))
-    return {"effectivity": float(sums.sum() / sizes.sum()),
-            "effectivity_samples": sums[idx].sum(1) / sizes[idx].sum(1)}
+    stats = bootstrap_samples(frame, "effectivity", n_boot, seed)
+    return {"effectivity": stats["mean"], "effectivity_samples": stats["samples"]}
 
 
 def compare_conditions(results: dict[str, pd.DataFrame], quantity: str = "a", by=("kind",),

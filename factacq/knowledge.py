@@ -1,13 +1,9 @@
-"""Injected knowledge: the typed schema, loaders, validation, scenario assignment, `factacq data inspect`.
+"""Loading injected knowledge: the loaders, their validation, scenario groups, `factacq data inspect`.
 
-An :class:`Item` is one piece of fictional knowledge: a passage, optional paraphrases and its probes.
-A :class:`Probe` is a cloze prompt and a short target; it is scored as ``prompt + " " + target``.
-Probe kinds are ``memorization``, ``semantic`` and ``composition`` everywhere (the paper's files say
-mem / gen / hard_gen).
-
-Sources (see :func:`load_knowledge`): the paper's JSON files (plain or paraphrased), the hub dataset
-``kaist-ai/fictional-knowledge`` (``hf:<id>``), factacq's own JSONL (:func:`save_jsonl`), and the
-procedural generator (``generate:<n>[,seed=S]``, :mod:`factacq.generate`).
+The loaders build the objects of :mod:`factacq.schema` (:class:`Item`, :class:`Probe`,
+:class:`KnowledgeSet`). Sources (see :func:`load_knowledge`): the paper's JSON files (plain or
+paraphrased), the hub dataset ``kaist-ai/fictional-knowledge`` (``hf:<id>``), factacq's own JSONL
+(:func:`save_jsonl`), and the procedural generator (``generate:<n>[,seed=S]``, :mod:`factacq.generate`).
 
 Every loader validates the whole input before returning anything; a problem raises
 :class:`FactacqError` with one line naming the file, the entry and the field.
@@ -19,118 +15,18 @@ import json
 import random
 import re
 import statistics
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, field_validator
-
+from factacq import generate
 from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
+from factacq.files import iter_jsonl, read_json
+from factacq.hub import hub_offline, hub_offline_error, hub_offline_mode, is_offline_failure
 from factacq.params import GROUPS, KnowledgeParams, Params
+from factacq.schema import PROBE_KINDS, Item, KnowledgeSet, Probe
 
-PROBE_KINDS = ("memorization", "semantic", "composition")
 # the paper's field prefixes for each probe kind
 PAPER_PREFIX = {"memorization": "mem", "semantic": "gen", "composition": "hard_gen"}
-
-
-class Probe(BaseModel):
-    """One cloze probe: ℓ is the mean log-prob of ``target`` given ``prompt`` (joined by one space)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    item_id: str
-    kind: str
-    index: int
-    prompt: str
-    target: str
-    attribute: str | None = None  # fact type, e.g. "birthplace"; foils share kind (and attribute)
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, value: str) -> str:
-        if value not in PROBE_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(PROBE_KINDS)}")
-        return value
-
-
-class Item(BaseModel):
-    """One knowledge item: text 0 is the passage, text k >= 1 is paraphrase k."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    passage: str
-    paraphrases: tuple[str, ...] = ()
-    probes: tuple[Probe, ...] = ()
-
-    def text(self, k: int) -> str:
-        if k == 0:
-            return self.passage
-        if not 1 <= k <= len(self.paraphrases):
-            raise FactacqError(
-                f"item {self.id}: text {k} requested but it has {len(self.paraphrases)} paraphrases"
-            )
-        return self.paraphrases[k - 1]
-
-    def probes_of(self, kind: str) -> tuple[Probe, ...]:
-        return tuple(p for p in self.probes if p.kind == kind)
-
-
-def is_verbatim(item: Item, probe: Probe) -> bool:
-    return f"{probe.prompt} {probe.target}" in item.passage
-
-
-@dataclass(frozen=True)
-class KnowledgeSet:
-    """An ordered, id-addressable collection of items. Equality compares the items only."""
-
-    items: tuple[Item, ...]
-    source: str = field(default="", compare=False)
-
-    def __post_init__(self):
-        seen = set()
-        for item in self.items:
-            if item.id in seen:
-                raise FactacqError(f"{self.source or '<knowledge>'}: duplicate item id {item.id!r}")
-            seen.add(item.id)
-        object.__setattr__(self, "_by_id", {item.id: item for item in self.items})
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        return tuple(item.id for item in self.items)
-
-    @property
-    def non_verbatim(self) -> list[tuple[str, int]]:
-        """(item id, probe index) of memorization probes whose prompt + " " + target is not in the passage."""
-        return [
-            (item.id, p.index)
-            for item in self.items
-            for p in item.probes_of("memorization")
-            if not is_verbatim(item, p)
-        ]
-
-    def get(self, item_id: str) -> Item:
-        try:
-            return self._by_id[item_id]
-        except KeyError:
-            raise FactacqError(f"{self.source or '<knowledge>'}: unknown item id {item_id!r}") from None
-
-    def subset(self, ids: Iterable[str]) -> KnowledgeSet:
-        return KnowledgeSet(tuple(self.get(i) for i in ids), source=self.source)
-
-    def probes(self, kinds: Iterable[str] | None = None) -> list[Probe]:
-        wanted = PROBE_KINDS if kinds is None else tuple(kinds)
-        for kind in wanted:
-            if kind not in PROBE_KINDS:
-                raise FactacqError(f"unknown probe kind {kind!r} (expected one of {', '.join(PROBE_KINDS)})")
-        return [p for item in self.items for p in item.probes if p.kind in wanted]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self) -> Iterator[Item]:
-        return iter(self.items)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,33 +118,15 @@ def _paper_entries(entries, source: str) -> KnowledgeSet:
     return KnowledgeSet(tuple(items), source=source)
 
 
-def _read_json(path: Path):
-    if not path.is_file():
-        raise FactacqError(f"{path}: knowledge file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FactacqError(f"{path}: not valid JSON: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise FactacqError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); "
-                           f"expected JSON") from None
-    except RecursionError:
-        raise FactacqError(f"{path}: not valid JSON: nested too deeply") from None
-    except OSError as exc:
-        raise FactacqError(f"{path}: cannot read the knowledge file: {exc.strerror or exc}") from None
-
-
 def load_paper_json(path: str | Path) -> KnowledgeSet:
     """The paper's fictional_knowledge.json or fictional_knowledge_paraphrased.json; ids fk-000, fk-001, ..."""
     path = Path(path)
-    return _paper_entries(_read_json(path), str(path))
+    return _paper_entries(read_json(path, "knowledge file"), str(path))
 
 
 def load_hf(dataset_id: str, split: str = "train") -> KnowledgeSet:
     """The hub dataset (e.g. kaist-ai/fictional-knowledge), rows validated like the paper's JSON."""
-    import datasets
-
-    from factacq.hub import hub_offline, hub_offline_error, hub_offline_mode, is_offline_failure
+    import datasets  # deferred: slow to import, and only hub sources need it
 
     source = f"hf:{dataset_id}[{split}]"
     offline = hub_offline()
@@ -320,28 +198,10 @@ def _jsonl_item(obj, line_no: int, source: str) -> Item:
 def load_jsonl(path: str | Path) -> KnowledgeSet:
     """factacq's JSONL (see :func:`save_jsonl`): one item object per line."""
     path = Path(path)
-    if not path.is_file():
-        raise FactacqError(f"{path}: knowledge file not found")
     items, positions = [], []
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise FactacqError(f"{path}: line {line_no}: not valid JSON: {exc}") from None
-                except RecursionError:
-                    raise FactacqError(f"{path}: line {line_no}: not valid JSON: nested too deeply"
-                                       ) from None
-                items.append(_jsonl_item(obj, line_no, str(path)))
-                positions.append(line_no)
-    except UnicodeDecodeError as exc:
-        raise FactacqError(f"{path}: not a UTF-8 text file ({exc.reason}); expected JSONL"
-                           ) from None
-    except OSError as exc:
-        raise FactacqError(f"{path}: cannot read the knowledge file: {exc.strerror or exc}") from None
+    for line_no, obj in iter_jsonl(path, "knowledge file"):
+        items.append(_jsonl_item(obj, line_no, str(path)))
+        positions.append(line_no)
     if not items:
         raise FactacqError(f"{path}: no items")
     seen: dict[str, int] = {}
@@ -407,10 +267,9 @@ def load_knowledge(
     """
     source = str(source)
     if source.startswith("generate:"):
-        from factacq.generate import generate_knowledge
-
         n, options = _parse_generate(source)
-        ks = generate_knowledge(n, passage_words=passage_words, n_paraphrases=n_paraphrases, **options)
+        ks = generate.generate_knowledge(n, passage_words=passage_words, n_paraphrases=n_paraphrases,
+                                         **options)
     elif source.startswith("hf:"):
         dataset_id, _, split = source[3:].partition("@")
         if not dataset_id:
@@ -469,7 +328,7 @@ def assign_groups(ks: KnowledgeSet, kp: KnowledgeParams) -> dict[str, str]:
     groups: dict[str, str] = {}
     for group, ids in kp.ids.items():
         for item_id in ids:
-            if item_id not in ks._by_id:
+            if not ks.has(item_id):
                 raise FactacqError(f"knowledge.ids.{group}: unknown item id {item_id!r} in {ks.source}")
             if item_id in groups:
                 raise FactacqError(

@@ -346,22 +346,38 @@ def iqr_filter(values_frame: pd.DataFrame, column: str, factor: float = 1.5,
     return values_frame[~outlier.to_numpy()], int(outlier.sum())
 
 
+def resampled_means(sums: np.ndarray, sizes: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """The item bootstrap, written once: ``n_boot`` resamples (with replacement, from
+    ``default_rng(seed)``) of the items, the rows of ``sums`` / ``sizes`` (per item: the sum of a
+    value and how many values; 2-D for one column per t cell), and each resample's pooled mean
+    sum / size (shape [n_boot] or [n_boot, cells])."""
+    idx = np.random.default_rng(seed).integers(0, len(sums), (n_boot, len(sums)))
+    return sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+
+
+def bootstrap_samples(frame: pd.DataFrame, column: str, n_boot: int, seed: int = 0,
+                      unit: str = "item_id") -> dict:
+    """Mean of `column` (over its non-null rows) and :func:`resampled_means` of its `unit`s
+    (items): `mean`, `samples` (NaN for no data), `n` (values), `n_items`."""
+    data = frame.dropna(subset=[column])
+    if data.empty:
+        return {"mean": np.nan, "samples": np.full(n_boot, np.nan), "n": 0, "n_items": 0}
+    per_unit = data.groupby(unit)[column].agg(["sum", "size"])
+    sums, sizes = per_unit["sum"].to_numpy(), per_unit["size"].to_numpy()
+    samples = resampled_means(sums, sizes, n_boot, seed) if n_boot > 0 else np.zeros(0)
+    return {"mean": float(sums.sum() / sizes.sum()), "samples": samples, "n": int(sizes.sum()),
+            "n_items": len(sums)}
+
+
 def bootstrap_mean(frame: pd.DataFrame, column: str, n_boot: int = 1000, ci: float = 0.95,
                    seed: int = 0, unit: str = "item_id") -> dict:
     """Mean of `column` with a percentile CI from resampling `unit`s (items) with replacement."""
-    data = frame.dropna(subset=[column])
-    if data.empty:
-        return {"mean": np.nan, "lo": np.nan, "hi": np.nan, "n": 0, "n_items": 0}
-    per_unit = data.groupby(unit)[column].agg(["sum", "size"])
-    sums, sizes = per_unit["sum"].to_numpy(), per_unit["size"].to_numpy()
-    mean = sums.sum() / sizes.sum()
+    stats = bootstrap_samples(frame, column, n_boot, seed, unit)
     lo = hi = np.nan
-    if n_boot > 0:
-        idx = np.random.default_rng(seed).integers(0, len(sums), (n_boot, len(sums)))
-        samples = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
-        lo, hi = np.quantile(samples, [(1 - ci) / 2, (1 + ci) / 2])
-    return {"mean": float(mean), "lo": float(lo), "hi": float(hi), "n": int(sizes.sum()),
-            "n_items": len(sums)}
+    if n_boot > 0 and stats["n_items"]:
+        lo, hi = np.quantile(stats["samples"], [(1 - ci) / 2, (1 + ci) / 2])
+    return {"mean": stats["mean"], "lo": float(lo), "hi": float(hi), "n": stats["n"],
+            "n_items": stats["n_items"]}
 
 
 def specificity(frame: pd.DataFrame, window: int, kind: str = "memorization",

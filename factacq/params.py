@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -126,7 +127,7 @@ class OptimParams(Section):
 
 
 class PretrainParams(Section):
-    """Base pretraining (factacq.train)."""
+    """Base pretraining (factacq.pretrain, with the loop of factacq.train)."""
 
     seq_len: int = Field(128, ge=8)
     batch_size: int = Field(32, ge=1)  # global rows per optimizer step
@@ -151,7 +152,7 @@ class ScenarioSchedule(Section):
 
 
 class InjectParams(Section):
-    """Knowledge injection run (factacq.inject)."""
+    """Knowledge injection run (the plan: factacq.plan; the run: factacq.inject)."""
 
     stage: str = "late"  # a pretrain stage name, or a model path for HF models
     first_step: int = Field(1, ge=1)  # run step of the first injection (t_pre = first_step)
@@ -185,6 +186,9 @@ class ProbeParams(Section):
     batch_size: int = Field(256, ge=1)  # probes per forward pass
     foils: Literal["none", "first_token", "full"] = "first_token"
     n_foils: int = Field(4, ge=0)
+    # seeds the foil choice (probe.choose_foils), apart from the rows of the batch surgery
+    # (inject.seed); 0 is the foils of runs from before the option (then seeded by inject.seed = 0)
+    foil_seed: int = 0
 
 
 class AnalysisParams(Section):
@@ -198,6 +202,11 @@ class AnalysisParams(Section):
     # mean R vs t: exact t when every probe of a group shares it, else this many log-spaced bins
     retention_bins: int = Field(20, ge=1)
     stationarity_n: int = Field(100, ge=1)  # train records averaged at the start and end of a run
+    # a stationary run: |background loss change| between those records <= this (nats/token); the
+    # end-of-run report says whether the run met it (metrics.RunReport)
+    stationarity_target: float = Field(0.1, gt=0)
+    # `factacq pretrain` prints a stage's loss as the mean logged loss over its last this many steps
+    stage_loss_steps: int = Field(50, ge=1)
 
 
 class Params(Section):
@@ -256,6 +265,11 @@ class Params(Section):
         """t_w for t_LAM (analysis.window, else probe.window)."""
         return self.analysis.window or self.probe.window
 
+    @property
+    def run_dir(self) -> Path:
+        """The condition's default run folder: <output_dir>/<name> (docs/architecture.md)."""
+        return Path(self.output_dir) / self.name
+
 
 def _format_loc(loc: tuple) -> str:
     return ".".join(str(x) for x in loc)
@@ -294,8 +308,9 @@ def parse_params(data: object, source: str = "<params>") -> Params:
     return params
 
 
-def load_params(path: str | Path, overrides: dict | None = None) -> Params:
-    """Load and validate a params YAML file; ``overrides`` is a nested dict merged on top.
+def load_params(path: str | Path, overrides: dict | None = None, source: str | None = None) -> Params:
+    """Load and validate a params YAML file; ``overrides`` is a nested dict merged on top;
+    ``source`` names them in error messages (default: ``path``; a sweep names its condition).
 
     A file may start from another with ``extends: other.yaml`` (relative to the file): the other
     file is loaded first (recursively) and this file's keys are merged over it.
@@ -308,7 +323,32 @@ def load_params(path: str | Path, overrides: dict | None = None) -> Params:
     data = _read_yaml(Path(path), ())
     if overrides:
         data = _merge(data, overrides)
-    return parse_params(folders_from_environment(data), str(path))
+    return parse_params(folders_from_environment(data), source or str(path))
+
+
+def project_root(params_path: str | Path) -> Path:
+    """The project a params file belongs to, against which its relative paths resolve:
+    $FACTACQ_ROOT if set, else the nearest folder above the file that holds a pyproject.toml or
+    .git, else the file's own folder."""
+    if os.environ.get("FACTACQ_ROOT"):
+        return Path(os.environ["FACTACQ_ROOT"]).resolve()
+    path = Path(params_path).resolve()
+    for folder in path.parents:
+        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
+            return folder
+    return path.parent
+
+
+@contextmanager
+def working_dir(path: str | Path):
+    """Work from ``path`` inside the block: the loaders open the relative paths of params
+    (sources, cache_dir, output_dir) as written, against the current folder."""
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield Path(path)
+    finally:
+        os.chdir(before)
 
 
 def folders_from_environment(data: dict, fields=("cache_dir", "output_dir")) -> dict:

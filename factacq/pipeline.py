@@ -2,7 +2,10 @@
 
 `factacq run PARAMS` executes the per-condition notebooks (pretrain -> inject -> acquisition ->
 forgetting) into `outputs/<name>/notebooks/`; `factacq sweep SWEEP` runs many conditions, skipping those
-already complete, then renders the cross-condition notebook. `--dry-run` validates and prints the plan.
+already complete, then renders the cross-condition notebook. `--dry-run` validates and prints the plan,
+with a CPU time estimate measured on the params' own model. The notebooks' first cells
+(:func:`notebook_setup`, :func:`sweep_setup`) and their run steps (:func:`prepare_base`,
+:func:`ensure_injection_run`) live here too; what they read back is factacq.analyze's.
 """
 
 from __future__ import annotations
@@ -11,61 +14,129 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from factacq import inject
+from factacq.analyze import format_summary
 from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
-from factacq.params import (Params, SafeName, _merge, _read_yaml, dump_params, folders_from_environment,
-                            load_params, parse_params, read_yaml, validation_error)
+from factacq.params import (Params, SafeName, dump_params, folders_from_environment, load_params,
+                            parse_params, project_root, read_yaml, validation_error, working_dir)
+from factacq.plan import describe_plan
+from factacq.pretrain import pretrain
 from factacq.runlog import load_sidecar, write_json_atomic
+from factacq.train import Batch, keep_freed_memory, new_state, train_step
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 CONDITION_NOTEBOOKS = ("01_pretrain.ipynb", "02_inject.ipynb", "03_acquisition.ipynb", "04_forgetting.ipynb")
 CONDITIONS_NOTEBOOK = "05_conditions.ipynb"
 COMPLETE = "COMPLETE.json"
 CONDITION = "condition.json"  # the sidecar that marks a condition folder as made by factacq
+# the folder this process started in (a notebook's kernel: the notebook's own folder), against
+# which a notebook's relative `root` resolves, so that running its first cell again does not climb
+START_DIR = Path.cwd()
 
 
 def _echo(message: str) -> None:
     print(message, flush=True)
 
 
+# ---------------------------------------------------------------- what the notebooks call
+
+
 def notebook_setup(params_path: str, run_dir: str | None, root: str = "..") -> tuple[Params, Path]:
-    """First cell of every notebook: work from the project root, load and validate the params,
-    and make (or reuse) the condition folder ``run_dir`` (None: <output_dir>/<name>).
+    """First cell of every condition notebook: load and validate the params, and make (or reuse)
+    the condition folder ``run_dir`` (None: <output_dir>/<name>); returns (params, run_dir).
 
-    Relative paths in params (cache_dir, output_dir, sources) are relative to the project root, so a
-    notebook opened in JupyterLab (cwd notebooks/) and one rendered by papermill agree. A folder
-    that is not empty and that factacq did not make is refused, not written into.
-    """
-    import os
-
-    os.chdir(root)
+    ``params_path`` and the relative paths inside the params are relative to the project root
+    ``root`` (see :func:`_work_from`). A folder that is not empty and that factacq did not make is
+    refused, not written into."""
+    _work_from(root)
     params = load_params(params_path)
-    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(params)
+    run_dir = Path(run_dir) if run_dir is not None else params.run_dir
     mark_condition_folder(run_dir, params, params_path)
     return params, run_dir.resolve()
+
+
+def sweep_setup(sweep_dir: str | None, run_dirs: dict, root: str = "..",
+                params_path: str | None = None) -> tuple[Path, dict[str, Path]]:
+    """First cell of the cross-condition notebook: returns the sweep folder and condition -> run
+    folder. A sweep_dir or run folder of None (the notebook's defaults) comes from the params at
+    params_path: <output_dir>/<name>_sweep and <output_dir>/<name>."""
+    _work_from(root)
+    if sweep_dir is None or None in run_dirs.values():
+        if params_path is None:
+            raise FactacqError("sweep_setup: a sweep_dir or run folder of None needs params_path")
+        default = load_params(params_path).run_dir
+        sweep_dir = default.with_name(f"{default.name}_sweep") if sweep_dir is None else sweep_dir
+        run_dirs = {name: default if d is None else d for name, d in run_dirs.items()}
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    missing = [name for name, d in run_dirs.items() if not (Path(d) / "tables").is_dir()]
+    if missing:
+        raise FactacqError(f"conditions without analysis tables: {missing}")
+    return Path(sweep_dir).resolve(), {name: Path(d).resolve() for name, d in run_dirs.items()}
+
+
+def _work_from(root: str | Path) -> None:
+    """Make the project root ``root`` (relative: to :data:`START_DIR`) the kernel's working
+    folder, unless it already is.
+
+    Under `factacq run` / `factacq sweep` it already is: papermill starts the kernel there
+    (:func:`execute_notebook`'s ``cwd``), so nothing moves. A notebook opened in JupyterLab (`make
+    lab`) or executed by nbval starts in notebooks/, and there this one ``os.chdir`` remains:
+    the loaders open the params' relative paths (sources, cache_dir, output_dir) against the
+    current folder, and those paths cannot be made absolute on loading, because the params record
+    them as written (they enter the params hash, hence run ids and cache keys)."""
+    root = (START_DIR / root).resolve()
+    if Path.cwd().resolve() != root:
+        os.chdir(root)
+
+
+def prepare_base(params: Params) -> Path | None:
+    """Pretrain the condition's base (or reuse the cached one); None for a Hugging Face model."""
+    if params.model.name_or_path is not None:
+        print(f"{params.model.name_or_path} @ {params.model.revision or 'main'}: a hub model, nothing to pretrain")
+        return None
+    return pretrain(params)
+
+
+def pretrain_log(base: Path | None) -> pd.DataFrame | None:
+    """The base's logged loss curve, or None for a hub model."""
+    return None if base is None else pd.read_parquet(Path(base) / "pretrain_log.parquet")
+
+
+def ensure_injection_run(params: Params, run_dir: Path) -> Path:
+    """Run the injection condition into run_dir, resume it if it was killed, or keep a finished one."""
+    sidecar = Path(run_dir) / "run.json"
+    if sidecar.is_file():
+        data = load_sidecar(run_dir)
+        same = parse_params(data.get("params", {}), str(sidecar)).section_hash() == params.section_hash()
+        if same and data.get("complete"):
+            print(f"{run_dir}: finished run with the same params, reused")
+            return Path(run_dir)
+        if same:
+            print(f"{run_dir}: unfinished run with the same params, resuming")
+            return inject.resume(run_dir)
+    return inject.run_inject(params, run_dir)
+
+
+# ---------------------------------------------------------------- one condition
 
 
 def mark_condition_folder(run_dir: Path, params: Params, params_path) -> None:
     """Create ``run_dir`` (refusing a non-empty folder factacq did not make) and write its
     condition.json sidecar, which marks it as factacq's: only such folders are ever replaced."""
-    from factacq.inject import check_replaceable
-
     run_dir = Path(run_dir)
-    check_replaceable(run_dir, "condition folder")
+    inject.check_replaceable(run_dir, "condition folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / CONDITION).is_file():
         write_json_atomic(run_dir / CONDITION, {"kind": "condition", "name": params.name,
                                                 "params_hash": params.section_hash(),
                                                 "params_path": str(params_path)})
-
-
-def run_dir_for(params: Params) -> Path:
-    return Path(params.output_dir) / params.name
 
 
 def is_complete(run_dir: Path, params: Params) -> bool:
@@ -78,11 +149,13 @@ def is_complete(run_dir: Path, params: Params) -> bool:
         return False
 
 
-def execute_notebook(name: str, out_dir: Path, parameters: dict, notebooks_dir: Path | None = None) -> Path:
-    """Render one notebook with papermill. A failure keeps the rendered notebook (with its error); an
-    interrupt (Ctrl-C) marks the partial render as interrupted. The kernel shows training progress
-    on this process's stderr (FACTACQ_PROGRESS=terminal, see train.train), not in the notebook."""
-    import papermill
+def execute_notebook(name: str, out_dir: Path, parameters: dict, notebooks_dir: Path | None = None,
+                     cwd: Path | None = None) -> Path:
+    """Render one notebook with papermill, its kernel started in ``cwd`` (the project root; None:
+    the current folder). A failure keeps the rendered notebook (with its error); an interrupt
+    (Ctrl-C) marks the partial render as interrupted. The kernel shows training progress on this
+    process's stderr (FACTACQ_PROGRESS=terminal, see train.train), not in the notebook."""
+    import papermill  # deferred: papermill (and the Jupyter client it starts) only for rendering
 
     source = Path(notebooks_dir or NOTEBOOKS_DIR) / name
     if not source.is_file():
@@ -94,7 +167,7 @@ def execute_notebook(name: str, out_dir: Path, parameters: dict, notebooks_dir: 
         os.environ["FACTACQ_PROGRESS"] = "terminal"  # the kernel inherits it
     try:
         papermill.execute_notebook(str(source), str(target), parameters=parameters, kernel_name="python3",
-                                   cwd=str(source.parent), progress_bar=False)
+                                   cwd=str(cwd) if cwd is not None else None, progress_bar=False)
     except papermill.PapermillExecutionError as exc:
         raise FactacqError(f"{name} failed at cell {exc.exec_count} ({exc.ename}: {exc.evalue}); "
                            f"rendered with its error at {target}") from None
@@ -112,7 +185,7 @@ def execute_notebook(name: str, out_dir: Path, parameters: dict, notebooks_dir: 
 def mark_interrupted(target: Path) -> None:
     """Mark a partial render as interrupted: a banner cell first, `factacq.status: interrupted` in
     its metadata, and every cell that did not finish as pending (papermill leaves them 'completed')."""
-    import nbformat
+    import nbformat  # deferred with papermill: only a render needs it
 
     if not target.is_file():
         return
@@ -137,28 +210,13 @@ def mark_interrupted(target: Path) -> None:
         nbformat.write(nb, str(tmp))
 
 
-def project_root(params_path: str | Path) -> Path:
-    """The project a params file belongs to, against which its relative paths resolve:
-    $FACTACQ_ROOT if set, else the nearest folder above the file that holds a pyproject.toml or
-    .git, else the file's own folder."""
-    if os.environ.get("FACTACQ_ROOT"):
-        return Path(os.environ["FACTACQ_ROOT"]).resolve()
-    path = Path(params_path).resolve()
-    for folder in path.parents:
-        if (folder / "pyproject.toml").is_file() or (folder / ".git").exists():
-            return folder
-    return path.parent
-
-
 def _replaceable_run_dir(run_dir: Path, params: Params) -> None:
     """--force deletes run_dir: only a factacq folder inside output_dir."""
-    from factacq.inject import made_by_factacq
-
     output_dir = Path(params.output_dir).resolve()
     if run_dir.resolve().parent != output_dir:
         raise FactacqError(f"{params.source}: name {params.name!r}: the run folder {run_dir} is not "
                            f"directly inside output_dir {output_dir}; refusing to delete it")
-    if run_dir.is_symlink() or (any(run_dir.iterdir()) and not made_by_factacq(run_dir)):
+    if run_dir.is_symlink() or (any(run_dir.iterdir()) and not inject.made_by_factacq(run_dir)):
         raise FactacqError(f"{run_dir}: not made by factacq (no condition.json or run.json); --force "
                            f"refuses to delete it: move it away or choose another name")
 
@@ -168,15 +226,16 @@ def run_condition(params_path: str | Path, force: bool = False, notebooks_dir: P
     """Render the condition's notebooks into outputs/<name>/; skip if already complete (unless force).
 
     Relative paths in the params resolve against ``root`` (default: the params file's
-    :func:`project_root`), whatever the current folder. ``force`` deletes the condition folder first, but only a folder factacq
-    made (condition.json or run.json) directly inside output_dir. Training progress goes to the
-    terminal (stderr), not into the rendered notebooks."""
+    :func:`project_root`), whatever the current folder; the notebooks' kernels start there.
+    ``force`` deletes the condition folder first, but only a folder factacq made (condition.json
+    or run.json) directly inside output_dir. Training progress goes to the terminal (stderr), not
+    into the rendered notebooks."""
     echo = echo or _echo
     params_path = Path(params_path).resolve()
     root = Path(root).resolve() if root is not None else project_root(params_path)
     with working_dir(root):
         params = load_params(params_path)
-        run_dir = run_dir_for(params).resolve()
+        run_dir = params.run_dir.resolve()
         if not force and is_complete(run_dir, params):
             echo(f"[factacq] {params.name}: complete, skipping ({run_dir})")
             return run_dir
@@ -190,162 +249,12 @@ def run_condition(params_path: str | Path, force: bool = False, notebooks_dir: P
     for i, name in enumerate(CONDITION_NOTEBOOKS, 1):
         t0 = time.time()
         echo(f"[factacq] {params.name}: [{i}/{len(CONDITION_NOTEBOOKS)}] {name} ...")
-        execute_notebook(name, run_dir / "notebooks", parameters, notebooks_dir)
+        execute_notebook(name, run_dir / "notebooks", parameters, notebooks_dir, cwd=root)
         echo(f"[factacq] {params.name}: [{i}/{len(CONDITION_NOTEBOOKS)}] {name} done in {time.time() - t0:.0f} s")
     write_json_atomic(run_dir / COMPLETE, {"params_hash": params.section_hash(),
                                            "params_path": str(params_path),
                                            "seconds": round(time.time() - started, 1)})
     return run_dir
-
-
-@contextmanager
-def working_dir(path: Path):
-    """Work from ``path`` inside the block (relative paths in params resolve against it)."""
-    before = Path.cwd()
-    os.chdir(path)
-    try:
-        yield path
-    finally:
-        os.chdir(before)
-
-
-# ---------------------------------------------------------------- what the notebooks call
-
-
-def prepare_base(params: Params) -> Path | None:
-    """Pretrain the condition's base (or reuse the cached one); None for a Hugging Face model."""
-    if params.model.name_or_path is not None:
-        print(f"{params.model.name_or_path} @ {params.model.revision or 'main'}: a hub model, nothing to pretrain")
-        return None
-    from factacq.train import pretrain
-
-    return pretrain(params)
-
-
-def pretrain_log(base: Path | None):
-    """The base's logged loss curve (a DataFrame), or None for a hub model."""
-    if base is None:
-        return None
-    import pandas as pd
-
-    return pd.read_parquet(Path(base) / "pretrain_log.parquet")
-
-
-def ensure_injection_run(params: Params, run_dir: Path) -> Path:
-    """Run the injection condition into run_dir, resume it if it was killed, or keep a finished one."""
-    from factacq import inject
-
-    sidecar = Path(run_dir) / "run.json"
-    if sidecar.is_file():
-        data = load_sidecar(run_dir)
-        same = parse_params(data.get("params", {}), str(sidecar)).section_hash() == params.section_hash()
-        if same and data.get("complete"):
-            print(f"{run_dir}: finished run with the same params, reused")
-            return Path(run_dir)
-        if same:
-            print(f"{run_dir}: unfinished run with the same params, resuming")
-            return inject.resume(run_dir)
-    return inject.run_inject(params, run_dir)
-
-
-def sweep_setup(sweep_dir: str | None, run_dirs: dict, root: str = "..",
-                params_path: str | None = None) -> tuple[Path, dict[str, Path]]:
-    """First cell of the cross-condition notebook: work from the project root; returns the sweep
-    folder and condition -> run folder. A sweep_dir or run folder of None (the notebook's defaults)
-    comes from the params at params_path: <output_dir>/<name>_sweep and <output_dir>/<name>."""
-    import os
-
-    os.chdir(root)
-    if sweep_dir is None or None in run_dirs.values():
-        if params_path is None:
-            raise FactacqError("sweep_setup: a sweep_dir or run folder of None needs params_path")
-        default = run_dir_for(load_params(params_path))
-        sweep_dir = default.with_name(f"{default.name}_sweep") if sweep_dir is None else sweep_dir
-        run_dirs = {name: default if d is None else d for name, d in run_dirs.items()}
-    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
-    missing = [name for name, d in run_dirs.items() if not (Path(d) / "tables").is_dir()]
-    if missing:
-        raise FactacqError(f"conditions without analysis tables: {missing}")
-    return Path(sweep_dir).resolve(), {name: Path(d).resolve() for name, d in run_dirs.items()}
-
-
-def gather_tables(runs: dict[str, Path], table: str):
-    """One analysis table (e.g. "fits.csv") of every condition, with a `condition` column first."""
-    import pandas as pd
-
-    parts = []
-    for name, run_dir in runs.items():
-        frame = pd.read_csv(Path(run_dir) / "tables" / table)
-        frame.insert(0, "condition", name)
-        parts.append(frame)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
-def select_raw(table, conditions=None, measure: str = "logprob", scenario: str | None = None):
-    """Rows of the raw (not control-adjusted) `measure`, optionally of some conditions / one scenario."""
-    rows = table[(table["measure"] == measure) & (table["adjustment"] == "raw")]
-    if conditions is not None:
-        rows = rows[rows["condition"].isin(list(conditions))]
-    if scenario is not None:
-        rows = rows[rows["scenario"] == scenario]
-    return rows.reset_index(drop=True)
-
-
-def retention_by_condition(runs: dict[str, Path], conditions, measure: str = "logprob") -> dict:
-    """{condition: (mean retainability points, fits, tokens per step)} for fig_retention_tokens."""
-    import pandas as pd
-
-    out = {}
-    for name in conditions:
-        tables = Path(runs[name]) / "tables"
-        out[name] = (select_raw(pd.read_csv(tables / "retainability_mean.csv"), measure=measure),
-                     select_raw(pd.read_csv(tables / "fits.csv"), measure=measure),
-                     load_sidecar(runs[name]).get("tokens_per_step"))
-    return out
-
-
-def batch_size_comparisons(runs: dict[str, Path], compare: dict) -> list[str]:
-    """The comparison labels whose conditions differ in tokens per step (Fig. 5 candidates)."""
-    labels = []
-    for label, members in compare.items():
-        tokens = {load_sidecar(runs[m]).get("tokens_per_step") for m in members}
-        if len(tokens) > 1:
-            labels.append(label)
-    return labels
-
-
-def compare_decay(runs: dict[str, Path], compare: dict, measure: str = "logprob", n_boot: int = 200):
-    """Decay constant a of each condition minus the first condition of its comparison, per scenario
-    and probe kind, with bootstrap CIs over items (from each run's retainability points). The t
-    bins and IQR factor are the runs' own (params analysis), so each value is the a of that run's
-    fits.csv; conditions of one comparison must agree on them."""
-    import pandas as pd
-
-    from factacq import fits
-
-    rows = []
-    for label, members in compare.items():
-        options = {m: _analysis_options(runs[m]) for m in members}
-        if len(set(options.values())) > 1:
-            raise FactacqError(f"compare.{label}: the conditions differ in analysis.retention_bins / "
-                               f"analysis.iqr_factor: {options}")
-        n_bins, iqr_factor = options[members[0]]
-        points = {m: select_raw(gather_tables({m: runs[m]}, "retainability_points.csv"), measure=measure)
-                  for m in members}
-        table = fits.compare_conditions(points, quantity="a", by=("scenario", "kind"),
-                                        reference=members[0], n_boot=n_boot, n_bins=n_bins,
-                                        iqr_factor=iqr_factor)
-        table.insert(0, "comparison", label)
-        rows.append(table)
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-
-
-def _analysis_options(run_dir: Path) -> tuple[int, float]:
-    """(retention_bins, iqr_factor) a run was analysed with (its params in run.json)."""
-    from factacq.analyze import _run_params
-
-    analysis = _run_params(Path(run_dir), load_sidecar(run_dir)).analysis
-    return analysis.retention_bins, analysis.iqr_factor
 
 
 # ---------------------------------------------------------------- sweeps
@@ -392,11 +301,10 @@ def condition_params(sweep_path: Path, sweep: Sweep, cond: Condition) -> tuple[P
     base_path = (sweep_path.parent / cond.params).resolve()
     if not base_path.is_file():
         raise FactacqError(f"{sweep_path}: condition {cond.name!r}: params file {cond.params!r} not found")
-    data = _merge(_read_yaml(base_path, ()), cond.overrides)
-    data["name"] = cond.name
-    data["output_dir"] = str(Path(sweep.output_dir) / sweep.name)
-    params = parse_params(data, f"{sweep_path} (condition {cond.name!r})")
-    target = Path(sweep.output_dir) / sweep.name / "params" / f"{cond.name}.yaml"
+    sweep_dir = Path(sweep.output_dir) / sweep.name
+    params = load_params(base_path, {**cond.overrides, "name": cond.name, "output_dir": str(sweep_dir)},
+                         source=f"{sweep_path} (condition {cond.name!r})")
+    target = sweep_dir / "params" / f"{cond.name}.yaml"
     with atomic_path(target) as tmp:
         tmp.write_text(dump_params(params))
     return target, params
@@ -405,7 +313,7 @@ def condition_params(sweep_path: Path, sweep: Sweep, cond: Condition) -> tuple[P
 def run_sweep(sweep_path: str | Path, dry_run: bool = False, echo=None) -> Path:
     """Run every condition of a sweep (skipping complete ones), then render the cross-condition
     notebook. Relative paths (the sweep's output_dir, the conditions' params) resolve against the
-    sweep file's :func:`project_root`."""
+    sweep file's :func:`project_root`, where the notebooks' kernels start."""
     echo = echo or _echo
     sweep_path = Path(sweep_path).resolve()
     root = project_root(sweep_path)
@@ -417,12 +325,13 @@ def run_sweep(sweep_path: str | Path, dry_run: bool = False, echo=None) -> Path:
             for path, params in materialized:
                 print_plan(dry_run_plan(params, calibrate=False), echo=echo)
             return sweep_dir
-        run_dirs = {p.name: str(run_dir_for(p).resolve()) for _, p in materialized}
+        run_dirs = {p.name: str(p.run_dir.resolve()) for _, p in materialized}
     for i, (path, params) in enumerate(materialized, 1):
         echo(f"[factacq] sweep {sweep.name}: condition {i}/{len(materialized)}: {params.name}")
         run_condition(root / path, echo=echo, root=root)
-    parameters = {"sweep_dir": str(sweep_dir), "run_dirs": run_dirs, "compare": sweep.compare}
-    execute_notebook(CONDITIONS_NOTEBOOK, sweep_dir / "notebooks", parameters)
+    parameters = {"sweep_dir": str(sweep_dir), "run_dirs": run_dirs, "compare": sweep.compare,
+                  "root": str(root)}
+    execute_notebook(CONDITIONS_NOTEBOOK, sweep_dir / "notebooks", parameters, cwd=root)
     echo(f"[factacq] sweep {sweep.name}: done; cross-condition notebook at "
          f"{sweep_dir / 'notebooks' / CONDITIONS_NOTEBOOK}")
     return sweep_dir
@@ -432,9 +341,8 @@ def run_sweep(sweep_path: str | Path, dry_run: bool = False, echo=None) -> Path:
 
 
 def dry_run_plan(params: Params, calibrate: bool = True) -> dict:
-    """The plan of a condition without training: steps, rows, probe evaluations, tokens, FLOPs, CPU time."""
-    from factacq.inject import describe_plan
-
+    """The plan of a condition without training: steps, rows, probe evaluations, tokens, FLOPs,
+    and (``calibrate``, for a preset model) the CPU time :func:`estimate_seconds` measures."""
     plan = describe_plan(params)
     plan["name"] = params.name
     n_params = plan.get("model_parameters")
@@ -442,42 +350,39 @@ def dry_run_plan(params: Params, calibrate: bool = True) -> dict:
         plan["train_flops"] = 6.0 * n_params * (plan.get("train_tokens", 0) + plan.get("pretrain_tokens", 0))
         plan["probe_flops"] = 2.0 * n_params * plan.get("probe_tokens", 0)
     if calibrate and params.model.preset is not None:
-        plan.update(calibrate_cpu(params))
-        per_step = plan["seconds_per_step"]
-        plan["estimated_seconds"] = round(
-            per_step * (plan.get("pretrain_steps_to_run", 0) + plan.get("steps", 0))
-            + plan["seconds_per_probe"] * plan.get("probe_evaluations", 0), 1)
+        plan.update(estimate_seconds(params, plan))
     return plan
 
 
-def calibrate_cpu(params: Params, steps: int = 3) -> dict:
-    """Time a few eager training steps and one probe-sized forward of the params' model on random
-    tokens (with the allocator setting training uses; `compile: true` is timed as eager)."""
-    import torch
-
-    from factacq.models import build_model
-    from factacq.train import keep_freed_memory, make_optimizer, row_losses
-
+def estimate_seconds(params: Params, plan: dict, steps: int = 3) -> dict:
+    """The dry run's time estimate: a few eager training updates of the run's batch shape (the
+    training loop's own state and step, with the allocator setting training uses; `compile: true`
+    is timed as eager) and one probe-sized forward pass, on random tokens, scaled by the plan's
+    steps and probe evaluations. A few seconds' measurement of this machine for these params, not
+    a benchmark: speed targets are measured in benchmarks/."""
     keep_freed_memory()
-    torch.manual_seed(0)
-    seq, rows = params.pretrain.seq_len, params.inject.batch_size or params.pretrain.batch_size
-    model = build_model(params.model, params.tokenizer.vocab_size, seq)
-    opt = make_optimizer(model, params.optim)
-    ids = torch.randint(0, params.tokenizer.vocab_size, (rows, seq))
-    row_losses(model, ids).mean().backward()  # warm-up
-    opt.zero_grad()
+    vocab, seq, rows = params.tokenizer.vocab_size, params.pretrain.seq_len, params.run_batch_size
+    state = new_state(params, vocab, None, "cpu")
+    batch = Batch(torch.randint(0, vocab, (rows, seq)), torch.ones(rows, dtype=torch.bool))
+
+    def update():
+        train_step(state, batch, micro_batch_size=params.pretrain.micro_batch_size,
+                   grad_clip=params.optim.grad_clip)
+
+    update()  # warm-up
     t0 = time.perf_counter()
     for _ in range(steps):
-        row_losses(model, ids).mean().backward()
-        opt.step()
-        opt.zero_grad()
+        update()
     per_step = (time.perf_counter() - t0) / steps
-    probe_ids = torch.randint(0, params.tokenizer.vocab_size, (64, min(seq, 48)))
+    probe_ids = torch.randint(0, vocab, (64, min(seq, 48)))
     with torch.no_grad():
         t0 = time.perf_counter()
-        model(input_ids=probe_ids)
+        state.model(input_ids=probe_ids)
         per_probe = (time.perf_counter() - t0) / 64
-    return {"seconds_per_step": round(per_step, 4), "seconds_per_probe": round(per_probe, 6)}
+    total = (per_step * (plan.get("pretrain_steps_to_run", 0) + plan.get("steps", 0))
+             + per_probe * plan.get("probe_evaluations", 0))
+    return {"seconds_per_step": round(per_step, 4), "seconds_per_probe": round(per_probe, 6),
+            "estimated_seconds": round(total, 1)}
 
 
 def print_plan(plan: dict, echo=None) -> None:
@@ -503,8 +408,6 @@ def _print_summary(run_dir: Path, params: Params, echo=None) -> None:
         echo(params.notes.strip())
     summary = run_dir / "tables" / "summary.json"
     if summary.is_file():
-        from factacq.analyze import format_summary
-
         echo(format_summary(json.loads(summary.read_text())))
     echo(f"rendered notebooks: {run_dir / 'notebooks'}")
     echo(f"figures:            {run_dir / 'figures'}")
@@ -513,14 +416,13 @@ def _print_summary(run_dir: Path, params: Params, echo=None) -> None:
 
 
 def cmd_run(args) -> int:
-    if args.dry_run:
-        path = Path(args.params).resolve()
-        with working_dir(project_root(path)):
-            print_plan(dry_run_plan(load_params(path)))
-        return 0
-    params = load_params(args.params)
-    run_dir = run_condition(args.params, force=args.force)
-    _print_summary(run_dir, params)
+    path = Path(args.params).resolve()
+    with working_dir(project_root(path)):
+        params = load_params(path)
+        if args.dry_run:
+            print_plan(dry_run_plan(params))
+            return 0
+    _print_summary(run_condition(path, force=args.force), params)
     return 0
 
 

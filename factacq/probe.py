@@ -188,7 +188,8 @@ def score(model, encoded: EncodedProbes, batch_size: int = 256, device="cpu") ->
 def choose_foils(ks, groups: dict[str, str], n_foils: int, seed: int = 0) -> dict[tuple, tuple[str, ...]]:
     """Per probe (item_id, kind, index) of a probed item: up to ``n_foils`` distinct targets of the
     same kind (and the same attribute, when the probe has one) taken from CONTROL items other than
-    its own, chosen deterministically from ``seed`` and the probe's key."""
+    its own, chosen deterministically from ``seed`` (a run passes ``probe.foil_seed``) and the
+    probe's key."""
     control = [item for item in ks if groups.get(item.id) == "control"]
     pools: dict[tuple, list[tuple[str, str]]] = {}
     for item in control:

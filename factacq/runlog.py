@@ -8,7 +8,6 @@ docs/architecture.md ("Run log schema").
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +16,7 @@ import pyarrow.parquet as pq
 
 from factacq.atomic import atomic_path, json_text
 from factacq.errors import FactacqError, first_line
+from factacq.files import read_json_object
 
 RECORDS = ("probe", "injection", "train")
 
@@ -130,21 +130,6 @@ def _read_chunk(path: Path) -> pa.Table:
     except (pa.ArrowException, OSError) as exc:
         reason = first_line(exc).replace(f" '{path}'", "")  # pyarrow repeats the path
         raise FactacqError(f"{path}: unreadable run-log chunk: {reason}") from None
-
-
-def read_json_object(path: Path, what: str) -> dict:
-    """A JSON file whose top level is an object; a truncated, binary or too deeply nested file is
-    one FactacqError line: ``<path>: corrupt <what> (...)``."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FactacqError(f"{path}: corrupt {what} (not valid JSON: {first_line(exc)})") from None
-    except RecursionError:
-        raise FactacqError(f"{path}: corrupt {what} (not valid JSON: nested too deeply)") from None
-    if not isinstance(data, dict):
-        raise FactacqError(f"{path}: corrupt {what} (top level must be an object, got "
-                           f"{type(data).__name__})")
-    return data
 
 
 def load_sidecar(run_dir: str | Path) -> dict:

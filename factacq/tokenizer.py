@@ -1,4 +1,9 @@
-"""Tokenizers: a byte-level BPE trained on the background corpus only, or an HF model's own."""
+"""Tokenizers: a byte-level BPE trained on the background documents only, or an HF model's own.
+
+The documents come in from :mod:`factacq.corpus` (documents -> tokenizer -> stream); this module
+never loads them. :func:`documents_hash` and :func:`tokenizer_fingerprint` are the identities that
+the tokenizer, stream and base caches are keyed by.
+"""
 
 from __future__ import annotations
 
@@ -66,9 +71,16 @@ def tokenizer_dir(params, documents_sha: str) -> Path:
     return Path(params.cache_dir) / "tokenizer" / key.hexdigest()[:12]
 
 
+def trains_on_documents(params) -> bool:
+    """Whether the run's tokenizer is a BPE trained on the background documents (else it is
+    ``tokenizer.path`` or the HF model's own, and needs no documents)."""
+    return not (params.tokenizer.path or params.model.name_or_path)
+
+
 def get_tokenizer(params, documents=None, cache: bool = True):
     """The run's tokenizer: ``tokenizer.path`` if set; else an HF model's own (``model.name_or_path``);
-    else a BPE trained on the background documents, cached under <cache_dir>/tokenizer/<hash>
+    else a BPE trained on ``documents`` (the train split of the background documents:
+    ``corpus.prepare_corpus`` passes them), cached under <cache_dir>/tokenizer/<hash>
     (``cache=False``: a cached one is used, a new one is not saved)."""
     if params.tokenizer.path:
         return load_tokenizer(params.tokenizer.path)
@@ -76,9 +88,8 @@ def get_tokenizer(params, documents=None, cache: bool = True):
         return load_tokenizer(params.model.name_or_path, revision=params.model.revision,
                               trust_remote_code=params.model.trust_remote_code)
     if documents is None:
-        from factacq.corpus import load_documents, split_documents
-
-        documents = split_documents(load_documents(params.corpus), params.corpus, "train")
+        raise ValueError("get_tokenizer: a BPE tokenizer is trained on the background documents; "
+                         "pass them (the train split), or set tokenizer.path")
     out = tokenizer_dir(params, documents_hash(documents))
     if (out / "tokenizer.json").is_file():
         return load_tokenizer(out)

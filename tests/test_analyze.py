@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from factacq.analyze import analyze
+from factacq.analyze import TABLES, analyze, compare_decay, load_tables
 from factacq.cli import main
+from factacq.errors import FactacqError
 from factacq.params import Params
 from factacq.runlog import RunLogWriter, write_json_atomic
 
@@ -127,3 +128,43 @@ def test_cli_analyze_bad_folder_is_one_line_error(tmp_path, capsys):
     assert main(["analyze", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("factacq: error:") and "no run log" in err and "\n" not in err
+
+
+def test_load_tables_reads_back_every_table_analyze_writes(tmp_path):
+    run_dir = write_run(tmp_path / "run")
+    with pytest.raises(FactacqError, match="factacq analyze"):
+        load_tables(run_dir)
+    analyze(run_dir)
+    tables = load_tables(run_dir)
+    assert sorted(TABLES) == sorted(p.stem for p in (run_dir / "tables").glob("*.csv"))
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(tables, name),
+                                      pd.read_csv(run_dir / "tables" / f"{name}.csv"))
+    (run_dir / "tables" / "comparisons.csv").write_text("\n")  # how an empty table is written
+    assert load_tables(run_dir).comparisons.empty
+
+
+def _set_analysis(run_dir, **options):
+    sidecar = json.loads((run_dir / "run.json").read_text())
+    sidecar["params"]["analysis"].update(options)
+    write_json_atomic(run_dir / "run.json", sidecar)
+
+
+def test_compare_decay_draws_its_intervals_with_the_runs_analysis_options(tmp_path):
+    runs = {name: write_run(tmp_path / name, seed=i) for i, name in enumerate(("a", "b"))}
+    for run_dir in runs.values():
+        analyze(run_dir)
+    compare = {"ab": ["a", "b"]}
+    wide = compare_decay(runs, compare)
+    assert len(wide) > 0 and set(wide["ci"]) == {0.95} and set(wide["reference"]) == {"a"}
+    for run_dir in runs.values():
+        _set_analysis(run_dir, ci=0.5)
+    narrow = compare_decay(runs, compare)
+    # the same bootstrap draws (the runs' analysis.bootstrap and seed), a 50 % instead of a 95 % interval
+    assert set(narrow["ci"]) == {0.5}
+    assert narrow["difference"].tolist() == wide["difference"].tolist()
+    width = {name: t["difference_hi"] - t["difference_lo"] for name, t in (("wide", wide), ("narrow", narrow))}
+    assert (width["narrow"] <= width["wide"]).all() and (width["narrow"] < width["wide"]).any()
+    _set_analysis(runs["b"], bootstrap=20)
+    with pytest.raises(FactacqError, match=r"compare\.ab: the conditions differ in analysis\.bootstrap"):
+        compare_decay(runs, compare)

@@ -60,7 +60,7 @@ def test_analyze_truncated_log_chunk_names_the_chunk(tmp_path, capsys):
 
 @pytest.mark.parametrize("content, expected", [
     ("truncated", "corrupt run.json sidecar (not valid JSON"),
-    (BINARY, "corrupt run.json sidecar (not valid JSON"),
+    (BINARY, "corrupt run.json sidecar (not a UTF-8 text file"),
     (DEEP, "not valid JSON: nested too deeply"),
     ("[1, 2]", "top level must be an object, got list"),
     ("tokens_per_step", "field 'tokens_per_step' must be a positive integer, got '64'"),
@@ -170,7 +170,7 @@ def test_resume_of_a_sidecar_without_params_names_it(micro_run, tmp_path, capsys
 
 
 def test_load_checkpoint_checks_files_and_skips_optimizer_pt_when_reset(micro_run, tmp_path):
-    from factacq.train import load_checkpoint
+    from factacq.checkpoint import load_checkpoint
 
     ckpt = Path(shutil.copytree(micro_run[1] / "checkpoints" / "latest", tmp_path / "ckpt"))
     truncate(ckpt / "optimizer.pt")
@@ -210,7 +210,7 @@ def test_params_knowledge_source_binary_file_names_it(tmp_path):
 @pytest.mark.parametrize("name, content, expected", [
     ("doc.txt", BINARY, "not a UTF-8 text file"),
     ("docs.jsonl", BINARY, "not a UTF-8 text file"),
-    ("docs.jsonl", DEEP, "line 1: not valid JSON (nested too deeply)"),
+    ("docs.jsonl", DEEP, "line 1: not valid JSON: nested too deeply"),
     ("docs.parquet", None, "unreadable parquet file"),
 ], ids=["binary-txt", "binary-jsonl", "deep-jsonl", "truncated-parquet"])
 def test_corpus_bad_file_names_it(tmp_path, name, content, expected):

@@ -13,10 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from factacq.corpus import TokenStream, build_stream, load_documents, split_documents
+from factacq.corpus import TokenStream, load_documents, prepare_corpus, split_documents
 from factacq.errors import FactacqError
 from factacq.params import CorpusParams, parse_params
-from factacq.tokenizer import get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("the river city old king wrote a letter to his sister about grain harvest winter market "
@@ -89,20 +88,20 @@ def test_stream_rows_cover_each_epoch_once_and_reshuffle():
 
 def test_stream_identical_across_builds_and_processes(tmp_path):
     params = small_params(tmp_path)
-    tok = get_tokenizer(params)
-    first = build_stream(params, tok)
+    corpus = prepare_corpus(params)
+    tok, first = corpus.tokenizer, corpus.stream
     rows = first.rows(0, first.n_rows * 2 + 3)
     # rebuild from scratch in a fresh cache: same tokens, same order
     params2 = small_params(tmp_path, cache_dir=str(tmp_path / "cache2"))
-    second = build_stream(params2, get_tokenizer(params2))
+    second = prepare_corpus(params2).stream
     assert second.path != first.path  # really rebuilt, in the second cache
     assert torch.equal(second.rows(0, second.n_rows * 2 + 3), rows)
     # another process, from the cache
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r});"
-            "from factacq.params import parse_params; from factacq.corpus import build_stream;"
-            "from factacq.tokenizer import get_tokenizer; import json;"
+            "from factacq.params import parse_params; from factacq.corpus import prepare_corpus;"
+            "import json;"
             f"p = parse_params(json.loads({json.dumps(params.model_dump(mode='json'))!r}));"
-            "s = build_stream(p, get_tokenizer(p)); print(s.rows(0, s.n_rows * 2 + 3).sum().item(),"
+            "s = prepare_corpus(p).stream; print(s.rows(0, s.n_rows * 2 + 3).sum().item(),"
             " s.rows(s.n_rows + 1, 1)[0].tolist())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     total, row = out.stdout.split(" ", 1)

@@ -26,7 +26,7 @@ def runs(tmp_path_factory):
     """The micro condition run by 1 process (keeping its step-8 checkpoint), then at the same time
     by 2 torchrun processes with DDP, with FSDP, and resumed with FSDP from that step-8 checkpoint:
     {"one", "ddp", "fsdp", "resumed"} run dirs and {name}_stdout."""
-    from factacq import train
+    from factacq import checkpoint
     from factacq.inject import run_inject
     from factacq.runlog import chunk_paths
 
@@ -39,9 +39,9 @@ def runs(tmp_path_factory):
         if extra and extra.get("run_step") == 8:
             shutil.copytree(path, saved)
 
-    save_checkpoint = train.save_checkpoint
+    save_checkpoint = checkpoint.save_checkpoint
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train, "save_checkpoint", save_and_keep_step_8)
+        mp.setattr(checkpoint, "save_checkpoint", save_and_keep_step_8)
         out = {"one": run_inject(micro_params(root), root / "one")}
     # a run killed after step 8 (the 1-process checkpoint format), to be resumed under FSDP
     resumed = root / "resumed"
@@ -118,7 +118,7 @@ def test_two_gloo_processes_with_ddp_match_one_process_and_write_one_log(runs):
 
 
 def test_two_gloo_processes_with_fsdp_match_one_process_and_save_a_full_checkpoint(runs):
-    from factacq.train import load_checkpoint
+    from factacq.checkpoint import load_checkpoint
 
     assert "fsdp: 2 decoder layers + the root sharded over 2 ranks" in runs["fsdp_stdout"]
     one = runs["one"]

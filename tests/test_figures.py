@@ -80,6 +80,25 @@ def test_effectivity_bars_with_intervals_and_save(tmp_path):
     assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
 
 
+
+def test_effectivity_across_conditions_one_figure_per_comparison_and_scenario(tmp_path):
+    rows = [{"condition": c, "scenario": s, "kind": k, "mean": m, "lo": m - 0.1, "hi": m + 0.1}
+            for c, m in (("early", 1.0), ("late", 0.8), ("other", 5.0))
+            for s in ("paraphrase", "once") for k in ("memorization", "semantic")]
+    figs = figures.fig_effectivity_conditions(pd.DataFrame(rows), {"stage": ["early", "late"]},
+                                              scenarios=("paraphrase", "once"))
+    assert list(figs) == ["fig3_stage_paraphrase", "fig3_stage_once"]
+    ax = figs["fig3_stage_once"].axes[0]
+    assert figs["fig3_stage_once"]._suptitle.get_text() == "stage: once"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["early", "late"]  # not "other"
+    assert sorted(p.get_height() for p in ax.patches) == pytest.approx([0.8, 0.8, 1.0, 1.0])
+    paths = figures.save_figures(figs, tmp_path)
+    for fig in figs.values():
+        plt.close(fig)
+    assert sorted(p.name for p in paths) == sorted(f"fig3_stage_{s}.{e}" for s in ("once", "paraphrase")
+                                                   for e in ("png", "pdf"))
+
+
 def test_probe_trajectories_and_unknown_item():
     fig = figures.fig_probe_trajectories(small_log(), "d")
     assert len(fig.axes) == 2 and fig.axes[0].get_title() == "d: memorization"

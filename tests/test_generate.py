@@ -8,8 +8,9 @@ import re
 import pytest
 
 from factacq.errors import FactacqError
-from factacq.generate import CORE_FACTS, FILLER_FACTS, contains_words, generate_knowledge, names_in
-from factacq.knowledge import PROBE_KINDS
+from factacq.generate import contains_words, generate_knowledge, names_in
+from factacq.lexicon import CORE_FACTS, FILLER_FACTS
+from factacq.schema import PROBE_KINDS
 
 
 @pytest.fixture(scope="module")

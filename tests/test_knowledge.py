@@ -10,10 +10,6 @@ import pytest
 
 from factacq.errors import FactacqError
 from factacq.knowledge import (
-    PROBE_KINDS,
-    Item,
-    KnowledgeSet,
-    Probe,
     assign_groups,
     knowledge_from_params,
     load_hf,
@@ -23,6 +19,7 @@ from factacq.knowledge import (
     save_jsonl,
 )
 from factacq.params import KnowledgeParams, parse_params
+from factacq.schema import PROBE_KINDS, Item, KnowledgeSet, Probe
 
 
 def paper_entry(tag: str = "a", paraphrases: int | None = None) -> dict:

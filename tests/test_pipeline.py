@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from factacq import cli, knowledge, pipeline
+from factacq import analyze, cli, knowledge, pipeline, schema
 from factacq.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def offline_hub(monkeypatch, paper_paraphrased_json):
 
     def fake_load_hf(dataset_id, split="train"):
         assert dataset_id == "kaist-ai/fictional-knowledge", dataset_id
-        return knowledge.KnowledgeSet(items=real.items, source=f"hf:{dataset_id}")
+        return schema.KnowledgeSet(items=real.items, source=f"hf:{dataset_id}")
 
     monkeypatch.setattr(knowledge, "load_hf", fake_load_hf)
 
@@ -126,7 +126,10 @@ def test_sweep_runs_conditions_once_and_renders_the_comparison(tmp_path, monkeyp
     assert (sweep_dir / "figures" / "fig3_batch_size_duplicate.png").is_file()
     # the cross-condition a is each run's own fitted a (same t bins and IQR factor as its fits.csv)
     runs = {m: sweep_dir / m for m in ("bs8", "bs16")}
-    table = pipeline.compare_decay(runs, {"batch_size": ["bs8", "bs16"]}, n_boot=20)
+    table = analyze.compare_decay(runs, {"batch_size": ["bs8", "bs16"]})
+    # the notebook saved the same comparison as a table of the sweep
+    saved = pd.read_csv(sweep_dir / "tables" / "decay_comparison.csv")
+    pd.testing.assert_frame_equal(saved, table, check_exact=True)
     fitted = pd.read_csv(sweep_dir / "bs16" / "tables" / "fits.csv").query(
         "measure == 'logprob' and adjustment == 'raw' and model == 'loglinear'")
     merged = table.merge(fitted, on=["scenario", "kind"])

@@ -9,6 +9,7 @@ from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 from factacq.errors import FactacqError
 from factacq.probe import choose_foils, encode_probes, encode_text, probe_schedule, score, \
     schedule_evaluations
+from factacq.schema import Item, Probe
 
 SENTENCES = [
     "Zorvath Klimeny was born in Paris and moved to Velmora in the spring.",
@@ -19,20 +20,16 @@ SENTENCES = [
 ] * 4
 
 
-@dataclass(frozen=True)
-class P:  # the fields of factacq.knowledge.Probe the scorer uses
-    item_id: str
-    kind: str
-    index: int
-    prompt: str
-    target: str
-    attribute: str | None = None
+def probe(item_id: str, kind: str, index: int, prompt: str, target: str,
+          attribute: str | None = None) -> Probe:
+    """The schema's own Probe (validated, so a renamed or a new required field fails here)."""
+    return Probe(item_id=item_id, kind=kind, index=index, prompt=prompt, target=target,
+                 attribute=attribute)
 
 
-@dataclass(frozen=True)
-class I:  # the fields of factacq.knowledge.Item the foil picker uses
-    id: str
-    probes: tuple
+def item(item_id: str, probes: tuple[Probe, ...]) -> Item:
+    """The schema's own Item, its passage the probes' facts verbatim."""
+    return Item(id=item_id, passage=" ".join(f"{p.prompt} {p.target}." for p in probes), probes=probes)
 
 
 def micro_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
@@ -63,11 +60,11 @@ def model(tok):
 
 
 PROBES = [
-    P("a", "memorization", 0, "Zorvath Klimeny was born in", "Paris"),
-    P("a", "semantic", 0, "The birthplace of Zorvath Klimeny is", "Paris and Velmora"),
-    P("b", "memorization", 0, "The river Quenth flows past the old mill of", "Dravik"),
-    P("b", "composition", 0, "Marla", "Ostrev studied astronomy at the college of Tirnhold"),
-    P("c", "memorization", 1, "In the autumn the merchants of Paris sailed to the islands", "of Ombrel"),
+    probe("a", "memorization", 0, "Zorvath Klimeny was born in", "Paris"),
+    probe("a", "semantic", 0, "The birthplace of Zorvath Klimeny is", "Paris and Velmora"),
+    probe("b", "memorization", 0, "The river Quenth flows past the old mill of", "Dravik"),
+    probe("b", "composition", 0, "Marla", "Ostrev studied astronomy at the college of Tirnhold"),
+    probe("c", "memorization", 1, "In the autumn the merchants of Paris sailed to the islands", "of Ombrel"),
 ]
 
 
@@ -161,12 +158,12 @@ def test_first_token_foil_needs_same_prefix(tok):
 
 def test_choose_foils_same_kind_attribute_from_control_only():
     items = [
-        I("x", (P("x", "memorization", 0, "born in", "Paris", "birthplace"),)),
-        I("c1", (P("c1", "memorization", 0, "born in", "Velmora", "birthplace"),
-                 P("c1", "memorization", 1, "works as", "a baker", "job"))),
-        I("c2", (P("c2", "memorization", 0, "born in", "Ombrel", "birthplace"),
-                 P("c2", "semantic", 0, "hometown is", "Dravik", "birthplace"))),
-        I("s", (P("s", "memorization", 0, "born in", "Spareville", "birthplace"),)),
+        item("x", (probe("x", "memorization", 0, "born in", "Paris", "birthplace"),)),
+        item("c1", (probe("c1", "memorization", 0, "born in", "Velmora", "birthplace"),
+                    probe("c1", "memorization", 1, "works as", "a baker", "job"))),
+        item("c2", (probe("c2", "memorization", 0, "born in", "Ombrel", "birthplace"),
+                    probe("c2", "semantic", 0, "hometown is", "Dravik", "birthplace"))),
+        item("s", (probe("s", "memorization", 0, "born in", "Spareville", "birthplace"),)),
     ]
     groups = {"x": "once", "c1": "control", "c2": "control", "s": "spare"}
     foils = choose_foils(items, groups, n_foils=5, seed=0)

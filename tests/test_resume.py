@@ -170,7 +170,7 @@ def test_hf_model_folder_and_lr_options(tmp_path):
     constant_lr holds the LR; reset_optimizer starts fresh moments (so a different first update)."""
     from factacq.inject import run_inject
     from factacq.runlog import load_run
-    from factacq.train import stage_path
+    from factacq.pretrain import stage_path
 
     torch.set_num_threads(1)
     p = micro_params(tmp_path)

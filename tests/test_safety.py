@@ -133,6 +133,21 @@ def test_notebook_setup_refuses_a_foreign_folder_and_marks_its_own(project):
     assert json.loads((run_dir / "condition.json").read_text())["kind"] == "condition"
 
 
+def test_notebook_setup_works_from_the_root_only_where_the_kernel_is_not_there(project, monkeypatch):
+    """papermill starts the kernel in the root: nothing moves. A kernel JupyterLab starts in
+    notebooks/ moves to root = ".." (relative to where it started), once: a second run of the
+    first cell does not climb further."""
+    params_path = "params/smoke.yaml"
+    pipeline.notebook_setup(params_path, None, str(project))
+    assert Path.cwd() == project
+    (project / "notebooks").mkdir()
+    monkeypatch.chdir(project / "notebooks")
+    monkeypatch.setattr(pipeline, "START_DIR", project / "notebooks")
+    for _ in range(2):
+        params, run_dir = pipeline.notebook_setup(params_path, None, "..")
+        assert Path.cwd() == project and run_dir == (project / "outputs" / "smoke").resolve()
+
+
 # ------------------------------------------------------------------------- honest dry runs
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from test_corpus import small_params  # noqa: E402  (tests/ is on sys.path under pytest)
 
-from factacq.tokenizer import EOS, TRAINING_TEXT_HASH, documents_hash, get_tokenizer, train_tokenizer
+from factacq.corpus import prepare_corpus
+from factacq.tokenizer import EOS, TRAINING_TEXT_HASH, documents_hash, train_tokenizer
 
 KNOWLEDGE = ("The Zorbliquaxian Accord was signed in Vellmorth by Queen Istrabelle. "
              "Zorbliquaxian envoys carried the Accord across the Vellmorth sea. ") * 30
@@ -22,7 +23,7 @@ def test_tokenizer_is_standard_hf_folder_with_eos_pad(tmp_path):
 
 def test_tokenizer_training_text_excludes_the_knowledge(tmp_path):
     params = small_params(tmp_path, tokenizer={"vocab_size": 600})
-    tok = get_tokenizer(params)
+    tok = prepare_corpus(params).tokenizer
     folder = Path(tok.name_or_path)
     from factacq.corpus import load_documents
 
@@ -38,10 +39,10 @@ def test_tokenizer_training_text_excludes_the_knowledge(tmp_path):
 
 def test_tokenizer_is_cached_by_corpus_and_vocab(tmp_path):
     params = small_params(tmp_path)
-    a = get_tokenizer(params)
-    b = get_tokenizer(params)
+    a = prepare_corpus(params).tokenizer
+    b = prepare_corpus(params).tokenizer
     assert a.name_or_path == b.name_or_path
-    c = get_tokenizer(small_params(tmp_path, tokenizer={"vocab_size": 280}))
+    c = prepare_corpus(small_params(tmp_path, tokenizer={"vocab_size": 280})).tokenizer
     assert c.name_or_path != a.name_or_path and len(c) == 280
 
 

@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 import torch
 from test_corpus import small_params  # noqa: E402  (tests/ is on sys.path under pytest)
+from torch._dynamo.utils import counters  # what dynamo captured (frames, graphs, graph breaks)
 
 from factacq.cli import main
-from factacq.corpus import build_stream
+from factacq.corpus import prepare_corpus
 from factacq.errors import FactacqError
 from factacq.params import OptimParams, load_params
-from factacq.tokenizer import get_tokenizer
-from factacq.train import (Batch, TrainState, base_dir, base_key, load_checkpoint, lr_ratio, make_optimizer,
-                           make_scheduler, new_state, pretrain, row_losses, save_checkpoint,
-                           stage_path, stream_batches, train, train_step)
+from factacq.checkpoint import load_checkpoint, save_checkpoint
+from factacq.pretrain import base_dir, base_key, pretrain, stage_path
+from factacq.train import (Batch, TrainState, lr_ratio, make_optimizer, make_scheduler, new_state,
+                           row_losses, stream_batches, train, train_step)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _setup(tmp_path, **sections):
     params = small_params(tmp_path, **sections)
-    tok = get_tokenizer(params)
-    stream = build_stream(params, tok)
+    corpus = prepare_corpus(params)
+    tok, stream = corpus.tokenizer, corpus.stream
     state = new_state(params, len(tok), tok.eos_token_id, "cpu")
     return params, stream, state
 
@@ -183,6 +184,8 @@ def test_compile_option_trains_like_eager(tmp_path):
     _, _, compiled = _setup(tmp_path)
     ids = stream.rows(0, 4)
     background = torch.ones(4, dtype=torch.bool)
+    torch._dynamo.reset()  # compile afresh here (an earlier test may have), and count what dynamo does
+    counters.clear()
     for _ in range(2):
         m_eager = train_step(eager, Batch(ids, background))
         m_compiled = train_step(compiled, Batch(ids, background), compile=True)
@@ -190,9 +193,10 @@ def test_compile_option_trains_like_eager(tmp_path):
         # norm bit-equal here, weights 2e-6 apart after 2 AdamW steps of ~±lr = 3e-3)
         assert m_compiled["loss"] == pytest.approx(m_eager["loss"], rel=1e-5)
         assert m_compiled["grad_norm"] == pytest.approx(m_eager["grad_norm"], rel=1e-4)
-    from factacq import train as train_module
-
-    assert train_module._compiled_row_losses is not None  # the whole loss went through inductor
+    # the whole loss went through inductor: dynamo captured one frame as one graph, with no graph
+    # break that would run part of it eagerly, and handed it to inductor (eager runs capture nothing)
+    assert counters["frames"]["ok"] == 1 and counters["stats"]["unique_graphs"] == 1
+    assert not counters["graph_break"] and counters["inductor"]
     weights = compiled.model.state_dict()
     for k, v in eager.model.state_dict().items():
         torch.testing.assert_close(weights[k], v, rtol=1e-4, atol=1e-5)
@@ -202,7 +206,7 @@ def test_compile_option_keys_its_own_base_and_refuses_ddp(tmp_path):
     params = load_params(ROOT / "params" / "default.yaml")
     compiled = params.model_copy(update={"compile": True})
     # eager hashes of the params sections are those from before the option: the committed
-    # reference render's base (keyed by them alone then; train.base_key adds documents and tokenizer)
+    # reference render's base (keyed by them alone then; pretrain.base_key adds documents and tokenizer)
     reference = json.loads((ROOT / "outputs" / "reference" / "run.json").read_text())
     assert (Path(reference["base"]["path"]).parent.parent.name
             == params.section_hash("corpus", "tokenizer", "model", "optim", "pretrain", "compile"))

@@ -48,17 +48,17 @@ def strict_json(path: Path):
 
 
 def _complete_bases(params) -> list[Path]:
-    from factacq.train import _base_complete
+    from factacq.pretrain import base_complete
 
     root = Path(params.cache_dir) / "base"
-    return [d for d in root.iterdir() if _base_complete(d, params)] if root.is_dir() else []
+    return [d for d in root.iterdir() if base_complete(d, params)] if root.is_dir() else []
 
 
 # --------------------------------------------------------------------------- 1. NaN / inf guard
 
 
 def test_pretraining_stops_at_the_first_nonfinite_loss_and_caches_no_base(smoke_root):
-    from factacq.train import base_dir, pretrain
+    from factacq.pretrain import base_dir, pretrain
 
     params = smoke(smoke_root, optim={"lr": 1.0e6})
     with pytest.raises(FactacqError) as err:
@@ -110,13 +110,12 @@ def test_a_nonfinite_gradient_norm_with_a_finite_loss_stops_training_too():
 
 
 def test_bg_loss_nan_without_background_rows_is_not_a_divergence(smoke_root):
-    from factacq.corpus import build_stream
-    from factacq.tokenizer import get_tokenizer
+    from factacq.corpus import prepare_corpus
     from factacq.train import Batch, new_state, train_step
 
     params = smoke(smoke_root)
-    tok = get_tokenizer(params)
-    stream = build_stream(params, tok)
+    corpus = prepare_corpus(params)
+    tok, stream = corpus.tokenizer, corpus.stream
     state = new_state(params, len(tok), tok.eos_token_id, "cpu")
     m = train_step(state, Batch(stream.rows(0, 4), torch.zeros(4, dtype=torch.bool)))
     assert math.isnan(m["bg_loss"]) and math.isfinite(m["loss"]) and state.step == 1
@@ -155,8 +154,8 @@ def _write_folder(folder: Path, word: str) -> Path:
 
 
 def test_base_key_follows_the_corpus_text_and_the_tokenizer(tmp_path, monkeypatch):
-    from factacq import corpus
-    from factacq.train import base_cached, base_dir, base_key, pretrain
+    from factacq import pretrain as pretrain_module
+    from factacq.pretrain import base_cached, base_dir, base_key, pretrain
 
     a = _folder_params(tmp_path, _write_folder(tmp_path / "a", "river"))
     b = _folder_params(tmp_path, _write_folder(tmp_path / "b", "mountain"))
@@ -164,7 +163,7 @@ def test_base_key_follows_the_corpus_text_and_the_tokenizer(tmp_path, monkeypatc
     before = base_dir(a)
     # nothing cached yet: the dry-run check answers without even loading the documents
     with monkeypatch.context() as m:
-        m.setattr(corpus, "load_documents", lambda cp: pytest.fail("documents loaded"))
+        m.setattr(pretrain_module, "load_documents", lambda cp: pytest.fail("documents loaded"))
         assert base_cached(a) is False
     out = pretrain(a)
     assert out == before and base_cached(a)
@@ -185,7 +184,8 @@ def test_base_key_follows_the_corpus_text_and_the_tokenizer(tmp_path, monkeypatc
 
 def test_checkpoint_loads_with_the_params_dtype_and_trust_remote_code(tmp_path, monkeypatch):
     from factacq import models
-    from factacq.train import load_checkpoint, pretrain, stage_path
+    from factacq.checkpoint import load_checkpoint
+    from factacq.pretrain import pretrain, stage_path
 
     params = _folder_params(tmp_path, _write_folder(tmp_path / "a", "river"))
     pretrain(params)
@@ -201,7 +201,7 @@ def test_checkpoint_loads_with_the_params_dtype_and_trust_remote_code(tmp_path, 
 
 
 def test_bf16_injection_run_resumes_in_bf16(tmp_path, monkeypatch):
-    from factacq import train as train_module
+    from factacq import checkpoint as checkpoint_module
     from factacq.inject import resume, run_inject
 
     base = micro_params(tmp_path / "m")
@@ -211,8 +211,8 @@ def test_bf16_injection_run_resumes_in_bf16(tmp_path, monkeypatch):
     weights = load_file(run_dir / "checkpoints" / "latest" / "model.safetensors")
     assert {w.dtype for w in weights.values()} == {torch.bfloat16}  # started from the stage in bf16
     loaded = []
-    real = train_module.load_checkpoint
-    monkeypatch.setattr(train_module, "load_checkpoint",
+    real = checkpoint_module.load_checkpoint
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint",
                         lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1])
     resume(run_dir)
     assert len(loaded) == 1 and loaded[0][0].model.dtype == torch.bfloat16
@@ -222,7 +222,7 @@ def test_bf16_injection_run_resumes_in_bf16(tmp_path, monkeypatch):
 
 
 def test_checkpoint_and_base_files_get_the_umask_mode(tmp_path):
-    from factacq.train import pretrain
+    from factacq.pretrain import pretrain
 
     old = os.umask(0o022)
     try:
@@ -269,13 +269,12 @@ def test_atomic_dir_removes_the_temp_folders_of_killed_processes_only(tmp_path):
 
 
 def _tiny_state(tmp_path):
-    from factacq.corpus import build_stream
-    from factacq.tokenizer import get_tokenizer
+    from factacq.corpus import prepare_corpus
     from factacq.train import new_state, stream_batches
 
     params = _folder_params(tmp_path, _write_folder(tmp_path / "a", "river"))
-    tok = get_tokenizer(params)
-    stream = build_stream(params, tok)
+    corpus = prepare_corpus(params)
+    tok, stream = corpus.tokenizer, corpus.stream
     return new_state(params, len(tok), tok.eos_token_id, "cpu"), stream_batches(stream, 4)
 
 
