@@ -8,6 +8,10 @@
    order), on the same model, tokenizer and probes (the default knowledge: every probed item).
    Both compute the same values; the benchmark checks they agree to 1e-4.
 2. Schedule: probe evaluations (probe x step) of the default schedule vs probing every step.
+3. Share of run time: the probing of the whole run (every probe step of the schedule scored as the
+   run scores it: the probes due at that step in one call of probe.score) against the run's
+   training updates (a few updates of the run's batch shape timed and scaled by its steps), side by
+   side in one process. Target (issue 10): probing <= 15% of the run's time.
 
 The model is the default preset, freshly initialised (speed does not depend on the weights); the
 tokenizer is the run's (trained on the background corpus and cached under params.cache_dir).
@@ -29,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("FACTACQ_PROGRESS", "0")
 
 from factacq.corpus import prepare_corpus  # noqa: E402
-from factacq.plan import describe_plan, probed_probes  # noqa: E402
+from factacq.plan import describe_plan, preflight, probed_probes  # noqa: E402
+from factacq.probe import probe_schedule  # noqa: E402
+from factacq.train import Batch, new_state, train_step  # noqa: E402
 from factacq.knowledge import knowledge_from_params  # noqa: E402
 from factacq.models import build_model  # noqa: E402
 from factacq.params import load_params  # noqa: E402
@@ -74,6 +80,37 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
+def run_share(params, model, encoded, batch_size: int, repeats: int) -> dict:
+    """Seconds of the run's probing (every probe step, as the run scores it) and of its training
+    updates (median of a few timed updates x steps), and probing's share of their sum."""
+    ks, groups, plan, _ = preflight(params)
+    schedule = probe_schedule(plan, params.probe, groups)
+    by_item: dict[str, list[int]] = {}
+    for i, (item_id, _, _) in enumerate(encoded.keys):
+        by_item.setdefault(item_id, []).append(i)
+    at: dict[int, list[int]] = {}
+    for item_id, steps in schedule.items():
+        for step in steps.tolist():
+            at.setdefault(step, []).extend(by_item.get(item_id, []))
+    t0 = time.perf_counter()
+    for step in sorted(at):
+        score(model, encoded.subset(np.sort(np.asarray(at[step]))), batch_size)
+    probe_seconds = time.perf_counter() - t0
+    vocab, rows, seq = params.tokenizer.vocab_size, params.run_batch_size, params.pretrain.seq_len
+    state = new_state(params, vocab, None, "cpu")
+    batch = Batch(torch.randint(0, vocab, (rows, seq)), torch.ones(rows, dtype=torch.bool))
+    per_step = []
+    train_step(state, batch, micro_batch_size=params.pretrain.micro_batch_size)  # warm-up
+    for _ in range(max(3, repeats)):
+        t1 = time.perf_counter()
+        train_step(state, batch, micro_batch_size=params.pretrain.micro_batch_size)
+        per_step.append(time.perf_counter() - t1)
+    train_seconds = float(np.median(per_step)) * plan.total_steps
+    return {"probe_seconds": round(probe_seconds, 2), "train_seconds": round(train_seconds, 2),
+            "probe_share": round(probe_seconds / (probe_seconds + train_seconds), 4),
+            "probe_step_count": len(at)}
+
+
 def bench(params_path: str, repeats: int = 3) -> dict:
     params = load_params(params_path)
     torch.manual_seed(0)
@@ -90,7 +127,8 @@ def bench(params_path: str, repeats: int = 3) -> dict:
     t_ours = timed(lambda: score(model, encoded, bs), repeats)
     t_paper = timed(lambda: paper_protocol(model, encoded, bs), repeats)
     plan = describe_plan(params)
-    return {
+    share = run_share(params, model, encoded, bs, repeats)
+    return {**share,
         "probes": len(encoded), "threads": torch.get_num_threads(), "batch_size": bs,
         "one_pass_seconds": round(t_ours, 4), "paper_three_pass_seconds": round(t_paper, 4),
         "scoring_speedup": round(t_paper / t_ours, 2),
@@ -116,6 +154,9 @@ def main() -> None:
           f" -> {result['scoring_speedup']:.2f}x faster")
     print(f"probe schedule, {result['run_steps']} steps: {result['probe_evaluations_schedule']} evaluations vs "
           f"{result['probe_evaluations_every_step']} every step -> {result['schedule_reduction']:.1f}x fewer")
+    print(f"probing's share of the run: {result['probe_seconds']:.1f} s of probing at "
+          f"{result['probe_step_count']} steps vs {result['train_seconds']:.1f} s of training "
+          f"updates -> {result['probe_share']:.1%} of the run (target <= 15%)")
 
 
 if __name__ == "__main__":

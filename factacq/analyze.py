@@ -19,7 +19,8 @@ Writes into RUN_DIR (each file through a temp file + rename):
   figures/*.png, *.pdf             Fig. 2-5 analogues and the background loss
 
 Reading them back (for the notebooks): :func:`load_tables` (every table of a run folder, by name),
-:func:`gather_tables` (one table of several conditions) and :func:`compare_decay` (the decay
+:func:`gather_tables` (one table of several conditions), :func:`gather_pooled` (one per-probe
+table of several conditions, each pooled over its seeds) and :func:`compare_decay` (the decay
 constant across the conditions of a sweep, with the runs' own analysis options).
 """
 
@@ -36,6 +37,7 @@ from factacq import figures, fits, metrics
 from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 from factacq.params import SCENARIOS, AnalysisParams, Params, parse_params
+from factacq.replicates import pool_tables
 from factacq.report import RunReport, run_report
 from factacq.runlog import load_run, load_sidecar, write_json_atomic
 
@@ -398,6 +400,38 @@ def gather_tables(runs: dict[str, Path], name: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def gather_pooled(replicates: dict[str, list[Path]], name: str) -> pd.DataFrame:
+    """One per-probe table (e.g. "retainability_points") of every condition ``{condition: run
+    folders of its replicates}``, pooled over the replicates (replicates.pool_tables: item ids
+    prefixed with the replicate, a `replicate` column), with a `condition` column first."""
+    parts = []
+    for condition, run_dirs in replicates.items():
+        part = pool_tables(run_dirs, name)
+        part.insert(0, "condition", condition)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def pooled_effectivity_summary(replicates: dict[str, list[Path]]) -> pd.DataFrame:
+    """The effectivity summary (mean E per scenario x kind with its CI) of every condition
+    ``{condition: run folders of its seeds}``, each pooled over its seeds: the runs' per-probe
+    effectivity tables without the rows their IQR filter left out, and a bootstrap that resamples
+    seeds, then items (metrics.bootstrap_mean on pooled item ids), with the first run's analysis
+    options. Columns as effectivity_summary's, plus `condition` and `n_seeds`."""
+    rows = []
+    for condition, run_dirs in replicates.items():
+        opts = run_params(Path(run_dirs[0]), load_sidecar(Path(run_dirs[0]))).analysis
+        table = pool_tables(run_dirs, "effectivity")
+        table = table[~table["iqr_outlier"].astype(bool)]
+        for key, group in table.groupby(["measure", "adjustment", "scenario", "kind"]):
+            stats = metrics.bootstrap_mean(group, "effectivity", opts.bootstrap, opts.ci, opts.seed)
+            rows.append({"condition": condition, **dict(zip(["measure", "adjustment", "scenario",
+                                                             "kind"], key)),
+                         "mean": stats["mean"], "lo": stats["lo"], "hi": stats["hi"],
+                         "n": stats["n"], "n_items": stats["n_items"], "n_seeds": len(run_dirs)})
+    return pd.DataFrame(rows)
+
+
 def retention_by_condition(runs: dict[str, Path], conditions, measure: str = "logprob") -> dict:
     """{condition: (mean retainability points, fits, tokens per step)} for
     figures.fig_retention_tokens."""
@@ -417,17 +451,28 @@ def batch_size_comparisons(runs: dict[str, Path], compare: dict) -> list[str]:
 DECAY_OPTIONS = ("retention_bins", "iqr_factor", "bootstrap", "ci", "seed")
 
 
-def compare_decay(runs: dict[str, Path], compare: dict, measure: str = "logprob") -> pd.DataFrame:
+def compare_decay(runs: dict[str, Path], compare: dict, measure: str = "logprob",
+                  replicates: dict[str, list[Path]] | None = None) -> pd.DataFrame:
     """Decay constant a of each condition minus the first condition of its comparison (label ->
     condition names), per scenario and probe kind, with bootstrap CIs over items (from each run's
     retainability points). The t bins, IQR factor and bootstrap (analysis :data:`DECAY_OPTIONS`)
     are the runs' own (their run.json params), so each value is the a of that run's fits.csv and
-    its interval is drawn as the run's own are; the conditions of one comparison must agree on them."""
+    its interval is drawn as the run's own are; the conditions of one comparison must agree on them.
+
+    ``replicates`` (condition -> run folders of its seeds, as `factacq sweep` passes them) pools
+    each condition's points over its seeds (replicates.pool_tables), so a is fitted to the pooled
+    points and its CI resamples seeds, then items; a condition with one run folder, or one it
+    does not name (then ``runs``), is used as it is."""
+    folders = {m: [Path(d)] for m, d in runs.items()}
+    folders.update({m: [Path(d) for d in ds] for m, ds in (replicates or {}).items()})
+    empty = sorted(m for m, ds in folders.items() if not ds)
+    if empty:
+        raise FactacqError(f"compare_decay: no run folders for condition(s) {empty}")
     rows = []
     for label, members in compare.items():
-        opts = _shared_analysis(label, {m: runs[m] for m in members})
-        points = {m: select_raw(load_table(runs[m], "retainability_points"), measure=measure)
-                  for m in members}
+        opts = _shared_analysis(label, {m if len(folders[m]) == 1 else f"{m} ({d.name})": d
+                                        for m in members for d in folders[m]})
+        points = {m: select_raw(_points(folders[m]), measure=measure) for m in members}
         table = fits.compare_conditions(points, quantity="a", by=("scenario", "kind"),
                                         reference=members[0], n_boot=opts.bootstrap, ci=opts.ci,
                                         seed=opts.seed, n_bins=opts.retention_bins,
@@ -435,6 +480,14 @@ def compare_decay(runs: dict[str, Path], compare: dict, measure: str = "logprob"
         table.insert(0, "comparison", label)
         rows.append(table)
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def _points(run_dirs: list[Path]) -> pd.DataFrame:
+    """A condition's retainability points: those of its one run as they are (so a sweep without
+    seeds draws exactly the intervals it drew before), else pooled over its replicates."""
+    if len(run_dirs) == 1:
+        return load_table(run_dirs[0], "retainability_points")
+    return pool_tables(run_dirs, "retainability_points")
 
 
 def _shared_analysis(label: str, runs: dict[str, Path]) -> AnalysisParams:

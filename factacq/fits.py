@@ -9,6 +9,8 @@ lmfit's definitions (unit weights), so they compare models fitted to the same po
 Uncertainty: :func:`bootstrap` resamples items (all probes of an item together) and refits, giving
 percentile CIs of a, the x-intercept and mean effectivity; :func:`compare_conditions` turns two
 conditions' bootstrap samples into a CI of their difference, e.g. a(duplicate) − a(paraphrase).
+On points pooled over replicates (factacq.replicates) every resample draws the replicates first,
+then items within them, so the CIs cover seeds as well as items.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 from factacq.errors import FactacqError
 from factacq.metrics import (PROBE_KEY, assign_t_cells, bootstrap_mean, bootstrap_samples,
                              encounters, iqr_filter, probe_rows, resampled_means)
+from factacq.replicates import clusters_of
 
 
 def _loglinear(t, a, b):
@@ -205,7 +208,8 @@ def _x_intercept(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def retention_samples(points: pd.DataFrame, n_boot: int = 1000, seed: int = 0, n_bins: int = 20,
                       iqr_factor: float | None = None) -> dict:
     """For one group's per-probe retainability points: the log-linear a and x-intercept of the
-    full data and of `n_boot` resamples of its items (the t cells are fixed from the full data)."""
+    full data and of `n_boot` resamples of its items (the t cells are fixed from the full data;
+    pooled replicates, factacq.replicates: resamples of the replicates, then of their items)."""
     cells = assign_t_cells(points, by=(), n_bins=n_bins)
     if iqr_factor:
         cells, _ = iqr_filter(cells, "retainability", iqr_factor, by=["t_cell"])
@@ -220,7 +224,7 @@ def retention_samples(points: pd.DataFrame, n_boot: int = 1000, seed: int = 0, n
     x = np.log10(grid)[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         full = sums.sum(0, keepdims=True) / sizes.sum(0, keepdims=True)
-        boot = resampled_means(sums, sizes, n_boot, seed)
+        boot = resampled_means(sums, sizes, n_boot, seed, clusters_of(items))
     a, b = _loglinear_batch(x, full)
     a_s, b_s = _loglinear_batch(x, boot) if n_boot else (np.array([]), np.array([]))
     return {"a": float(a[0]), "x_intercept": float(_x_intercept(a, b)[0]), "a_samples": a_s,

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from factacq.errors import FactacqError
+from factacq.replicates import clusters_of
 
 PROBE_KEY = ["item_id", "kind", "probe_index"]
 PROBE_COLUMNS = ["item_id", "scenario", "kind", "probe_index"]
@@ -128,7 +129,8 @@ def has_control(frame: pd.DataFrame) -> bool:
 def control_adjusted(frame: pd.DataFrame, value: str = "logprob") -> pd.DataFrame:
     """Add f"{value}_adj" = value − mean value of the control group's probes of the same kind at
     the same step, and `control_n` (how many control probes that mean has; 0 = no control value at
-    that step, so the adjusted value is null there).
+    that step, so the adjusted value is null there). In a pooled frame (a `replicate` column,
+    factacq.replicates) the control mean is that of the same replicate.
 
     Differences of the adjusted value are changes minus the control group's change over the same
     steps, which removes non-specific drift (the passages' style, background loss moving)."""
@@ -136,9 +138,10 @@ def control_adjusted(frame: pd.DataFrame, value: str = "logprob") -> pd.DataFram
     control = probes[(probes["scenario"] == "control") & probes[value].notna()]
     if control.empty:
         raise FactacqError(f"run log: no control probes with a {value!r} value to adjust against")
-    stats = control.groupby(["kind", "step"])[value].agg(["mean", "size"])
+    by = ["kind", "step"] + (["replicate"] if "replicate" in probes.columns else [])  # pooled seeds
+    stats = control.groupby(by)[value].agg(["mean", "size"])
     out = frame.copy()
-    key = pd.MultiIndex.from_frame(out[["kind", "step"]])
+    key = pd.MultiIndex.from_frame(out[by])
     found = stats.reindex(key)
     is_probe = (out["record"] == "probe").to_numpy() if "record" in out.columns else True
     out[f"{value}_adj"] = np.where(is_probe, out[value].to_numpy() - found["mean"].to_numpy(), np.nan)
@@ -346,25 +349,48 @@ def iqr_filter(values_frame: pd.DataFrame, column: str, factor: float = 1.5,
     return values_frame[~outlier.to_numpy()], int(outlier.sum())
 
 
-def resampled_means(sums: np.ndarray, sizes: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+def resampled_means(sums: np.ndarray, sizes: np.ndarray, n_boot: int, seed: int,
+                    clusters: np.ndarray | None = None) -> np.ndarray:
     """The item bootstrap, written once: ``n_boot`` resamples (with replacement, from
     ``default_rng(seed)``) of the items, the rows of ``sums`` / ``sizes`` (per item: the sum of a
     value and how many values; 2-D for one column per t cell), and each resample's pooled mean
-    sum / size (shape [n_boot] or [n_boot, cells])."""
-    idx = np.random.default_rng(seed).integers(0, len(sums), (n_boot, len(sums)))
-    return sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+    sum / size (shape [n_boot] or [n_boot, cells]).
+
+    ``clusters`` (one integer label per row: the item's replicate, replicates.clusters_of) makes it
+    two-level: each resample draws the clusters with replacement, then the rows of each drawn
+    cluster with replacement, so the interval covers the spread between replicates (seeds) too."""
+    rng = np.random.default_rng(seed)
+    if clusters is None:
+        idx = rng.integers(0, len(sums), (n_boot, len(sums)))
+        return sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+    label = np.unique(np.asarray(clusters), return_inverse=True)[1].reshape(-1)
+    if len(label) != len(sums):
+        raise FactacqError(f"resampled_means: {len(label)} cluster labels for {len(sums)} rows")
+    n_clusters = int(label.max()) + 1
+    picks = rng.integers(0, n_clusters, (n_boot, n_clusters))
+    total = np.zeros((n_boot,) + sums.shape[1:])
+    size = np.zeros((n_boot,) + sizes.shape[1:])
+    for k in range(n_clusters):
+        rows = np.flatnonzero(label == k)
+        draw = np.nonzero(picks == k)[0]  # the resample of each slot that drew cluster k
+        idx = rows[rng.integers(0, len(rows), (len(draw), len(rows)))]
+        np.add.at(total, draw, sums[idx].sum(axis=1))
+        np.add.at(size, draw, sizes[idx].sum(axis=1))
+    return total / size
 
 
 def bootstrap_samples(frame: pd.DataFrame, column: str, n_boot: int, seed: int = 0,
                       unit: str = "item_id") -> dict:
     """Mean of `column` (over its non-null rows) and :func:`resampled_means` of its `unit`s
-    (items): `mean`, `samples` (NaN for no data), `n` (values), `n_items`."""
+    (items; replicates, then their items, when the item ids are pooled ones, see factacq.replicates):
+    `mean`, `samples` (NaN for no data), `n` (values), `n_items`."""
     data = frame.dropna(subset=[column])
     if data.empty:
         return {"mean": np.nan, "samples": np.full(n_boot, np.nan), "n": 0, "n_items": 0}
     per_unit = data.groupby(unit)[column].agg(["sum", "size"])
     sums, sizes = per_unit["sum"].to_numpy(), per_unit["size"].to_numpy()
-    samples = resampled_means(sums, sizes, n_boot, seed) if n_boot > 0 else np.zeros(0)
+    clusters = clusters_of(per_unit.index)  # pooled replicates: resample them too
+    samples = resampled_means(sums, sizes, n_boot, seed, clusters) if n_boot > 0 else np.zeros(0)
     return {"mean": float(sums.sum() / sizes.sum()), "samples": samples, "n": int(sizes.sum()),
             "n_items": len(sums)}
 
@@ -445,4 +471,21 @@ def stationarity(frame: pd.DataFrame, n: int = 100) -> dict:
     return {"column": column, "n": int(min(n, values.size)), "first": float(first),
             "last": float(last), "change": float(last - first),
             "relative_change": float((last - first) / first) if first else np.nan,
-            "overlap": bool(values.size < 2 * n)}
+            "overlap": bool(values.size < 2 * n),
+            "lr_first_injection": lr_at_first_injection(frame, train)}
+
+
+def lr_at_first_injection(frame: pd.DataFrame, train: pd.DataFrame | None = None) -> float:
+    """The learning rate of the update that trains the run's first injection (an injection at
+    step s trains in update s + 1, whose train record is step s + 1); NaN without injection
+    records or a logged LR."""
+    if "record" not in frame.columns or "lr" not in frame.columns:
+        return np.nan
+    injections = frame[frame["record"] == "injection"]
+    if train is None:
+        train = frame[frame["record"] == "train"]
+    train = train.dropna(subset=["lr"])
+    if injections.empty or train.empty:
+        return np.nan
+    after = train[train["step"] > injections["step"].min()].sort_values("step")
+    return float(after["lr"].iloc[0]) if len(after) else np.nan

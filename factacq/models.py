@@ -12,6 +12,7 @@ from factacq.params import ModelParams
 # OLMo-1B). Parameter counts are for vocab 4096; `micro` is for tests only.
 PRESETS: dict[str, dict] = {
     "micro": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+    "mini": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4),
     "tiny": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4),
     "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=5, num_attention_heads=4),
     "base": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=8),

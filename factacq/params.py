@@ -42,6 +42,10 @@ def _safe_name(value: str) -> str:
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
+# (section, field) added after hashes were first recorded (see Params.section_hash)
+ADDED_FIELDS = (("optim", "decay_fraction"), ("probe", "window_points"))
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,7 +100,7 @@ class TokenizerParams(Section):
 class ModelParams(Section):
     """Model (factacq.models): an OLMo-architecture preset built from config, or any causal LM."""
 
-    preset: Literal["micro", "tiny", "small", "base"] | None = "tiny"  # micro: tests only
+    preset: Literal["micro", "mini", "tiny", "small", "base"] | None = "tiny"  # micro: tests only
     name_or_path: str | None = None  # local folder or hub id, e.g. allenai/OLMo-1B-hf
     revision: str | None = None  # e.g. an intermediate-step branch of OLMo
     trust_remote_code: bool = False
@@ -120,8 +124,12 @@ class OptimParams(Section):
     eps: float = 1e-8
     grad_clip: float | None = 1.0
     warmup_steps: int = Field(50, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    # wsd: warmup, stable at lr, then a linear decay over the last decay_fraction of total_steps
+    # (planned beyond the base's last step, a base's stages all sit in the stable phase, as the
+    # paper's OLMo checkpoints sat in the middle of their schedule)
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    decay_fraction: float = Field(0.2, gt=0, le=1)  # wsd only
     # the schedule's horizon in steps; null = pretrain.steps (OLMo: the full planned run)
     total_steps: int | None = None
 
@@ -181,6 +189,9 @@ class ProbeParams(Section):
     """Probe schedule and scoring (factacq.probe)."""
 
     window: int = Field(50, ge=1)  # t_w: dense probing for this many steps after each injection
+    # probe this many log-spaced steps of each window (always its first and last) instead of every
+    # one; t_LAM is then the argmax over the probed steps (null: every step, the paper's logging)
+    window_points: int | None = Field(None, ge=2)
     every_step: bool = False  # the paper's full logging
     log_points: int = Field(30, ge=0)  # log-spaced probe steps after the last window
     batch_size: int = Field(256, ge=1)  # probes per forward pass
@@ -235,6 +246,12 @@ class Params(Section):
         if not data["compile"]:  # the hashes of eager runs stay those from before the option
             del data["compile"]
             sections = tuple(s for s in sections if s != "compile")
+        # fields added later enter the hash only when they differ from their default, so the
+        # params, bases and runs keyed before them keep their hashes
+        for section, name in ADDED_FIELDS:
+            field = type(getattr(self, section)).model_fields[name]
+            if data[section][name] == field.get_default(call_default_factory=True):
+                del data[section][name]
         if sections:
             data = {s: data[s] for s in sections}
         blob = json.dumps(data, sort_keys=True).encode()

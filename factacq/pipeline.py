@@ -15,10 +15,11 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from factacq import inject
 from factacq.analyze import format_summary
@@ -63,22 +64,32 @@ def notebook_setup(params_path: str, run_dir: str | None, root: str = "..") -> t
 
 
 def sweep_setup(sweep_dir: str | None, run_dirs: dict, root: str = "..",
-                params_path: str | None = None) -> tuple[Path, dict[str, Path]]:
+                params_path: str | None = None, replicates: dict | None = None) -> tuple:
     """First cell of the cross-condition notebook: returns the sweep folder and condition -> run
-    folder. A sweep_dir or run folder of None (the notebook's defaults) comes from the params at
-    params_path: <output_dir>/<name>_sweep and <output_dir>/<name>."""
+    folder, and with ``replicates`` (condition -> run folders of its seeds) that mapping too, as a
+    third element. A sweep_dir or run folder of None (the notebook's defaults) comes from the
+    params at params_path: <output_dir>/<name>_sweep and <output_dir>/<name>."""
     _work_from(root)
-    if sweep_dir is None or None in run_dirs.values():
+    folders = [*run_dirs.values(), *(d for ds in (replicates or {}).values() for d in ds)]
+    if sweep_dir is None or None in folders:
         if params_path is None:
             raise FactacqError("sweep_setup: a sweep_dir or run folder of None needs params_path")
         default = load_params(params_path).run_dir
         sweep_dir = default.with_name(f"{default.name}_sweep") if sweep_dir is None else sweep_dir
         run_dirs = {name: default if d is None else d for name, d in run_dirs.items()}
+        if replicates is not None:
+            replicates = {name: [default if d is None else d for d in ds]
+                          for name, ds in replicates.items()}
     Path(sweep_dir).mkdir(parents=True, exist_ok=True)
     missing = [name for name, d in run_dirs.items() if not (Path(d) / "tables").is_dir()]
+    missing += [f"{name} ({d})" for name, ds in (replicates or {}).items() for d in ds
+                if not (Path(d) / "tables").is_dir()]
     if missing:
         raise FactacqError(f"conditions without analysis tables: {missing}")
-    return Path(sweep_dir).resolve(), {name: Path(d).resolve() for name, d in run_dirs.items()}
+    out = Path(sweep_dir).resolve(), {name: Path(d).resolve() for name, d in run_dirs.items()}
+    if replicates is None:
+        return out
+    return (*out, {name: [Path(d).resolve() for d in ds] for name, ds in replicates.items()})
 
 
 def _work_from(root: str | Path) -> None:
@@ -274,6 +285,16 @@ class Sweep(BaseModel):
     conditions: list[Condition] = Field(min_length=1)
     # comparisons the cross-condition notebook draws: label -> list of condition names
     compare: dict[str, list[str]] = Field(default_factory=dict)
+    # replicates: each condition runs once per seed, as <name>_seed<seed>, with the SEED_FIELDS
+    # set to the seed; seed_base: pretrain.seed too (each seed then trains its own base)
+    seeds: list[Annotated[StrictInt, Field(ge=0)]] | None = Field(None, min_length=1)
+    seed_base: StrictBool = False
+
+
+# the params fields a sweep's seeds set (and, with seed_base, BASE_SEED_FIELD); analysis.seed, the
+# bootstrap's, stays as it is
+SEED_FIELDS = (("knowledge", "assign_seed"), ("probe", "foil_seed"), ("inject", "seed"))
+BASE_SEED_FIELD = ("pretrain", "seed")
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -293,7 +314,46 @@ def load_sweep(path: str | Path) -> Sweep:
         unknown = sorted(set(members) - set(names))
         if unknown:
             raise FactacqError(f"{path}: compare.{label}: unknown condition(s) {unknown}")
+    seeds = sweep.seeds or []
+    dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dupes:
+        raise FactacqError(f"{path}: duplicate seed(s) {dupes}")
+    if sweep.seed_base and not seeds:
+        raise FactacqError(f"{path}: seed_base: true needs seeds")
+    replicate_conditions(path, sweep)  # a condition's overrides must leave the seeds' fields alone
     return sweep
+
+
+def replicate_conditions(sweep_path: str | Path, sweep: Sweep) -> dict[str, list[Condition]]:
+    """Condition name -> the runs it stands for: itself without seeds; with seeds one condition
+    per seed, named f"{name}_seed{seed}", whose overrides are the condition's plus the seed at
+    :data:`SEED_FIELDS` (and, with seed_base, :data:`BASE_SEED_FIELD`). A condition whose own
+    overrides set one of those fields is refused."""
+    if not sweep.seeds:
+        return {c.name: [c] for c in sweep.conditions}
+    fields = SEED_FIELDS + ((BASE_SEED_FIELD,) if sweep.seed_base else ())
+    out = {}
+    for cond in sweep.conditions:
+        where = f"{sweep_path}: condition {cond.name!r}"
+        for section, field in fields:
+            part = cond.overrides.get(section, {})
+            if not isinstance(part, dict):
+                raise FactacqError(f"{where}: overrides.{section} must be a mapping, got {part!r}")
+            if field in part:
+                raise FactacqError(f"{where}: overrides.{section}.{field} is set by the sweep's "
+                                   f"seeds; remove it from the condition")
+        runs = []
+        for seed in sweep.seeds:
+            overrides = dict(cond.overrides)
+            for section, field in fields:
+                overrides[section] = {**overrides.get(section, {}), field: seed}
+            try:
+                runs.append(Condition(name=f"{cond.name}_seed{seed}", params=cond.params,
+                                      overrides=overrides))
+            except ValidationError as exc:
+                raise validation_error(exc, where) from None
+        out[cond.name] = runs
+    return out
 
 
 def condition_params(sweep_path: Path, sweep: Sweep, cond: Condition) -> tuple[Path, Params]:
@@ -311,26 +371,33 @@ def condition_params(sweep_path: Path, sweep: Sweep, cond: Condition) -> tuple[P
 
 
 def run_sweep(sweep_path: str | Path, dry_run: bool = False, echo=None) -> Path:
-    """Run every condition of a sweep (skipping complete ones), then render the cross-condition
-    notebook. Relative paths (the sweep's output_dir, the conditions' params) resolve against the
+    """Run every condition of a sweep (skipping complete ones; with seeds, every seed's run of
+    it: :func:`replicate_conditions`), then render the cross-condition notebook. Relative paths (the sweep's output_dir, the conditions' params) resolve against the
     sweep file's :func:`project_root`, where the notebooks' kernels start."""
     echo = echo or _echo
     sweep_path = Path(sweep_path).resolve()
     root = project_root(sweep_path)
     with working_dir(root):
         sweep = load_sweep(sweep_path)
-        materialized = [condition_params(sweep_path, sweep, c) for c in sweep.conditions]
+        groups = {name: [condition_params(sweep_path, sweep, c) for c in runs]
+                  for name, runs in replicate_conditions(sweep_path, sweep).items()}
+        materialized = [run for runs in groups.values() for run in runs]
         sweep_dir = (Path(sweep.output_dir) / sweep.name).resolve()
         if dry_run:
+            if sweep.seeds:
+                echo(f"sweep {sweep.name}: {len(groups)} condition(s) x seeds {sweep.seeds}"
+                     f"{' (a base per seed)' if sweep.seed_base else ''} = {len(materialized)} runs")
             for path, params in materialized:
                 print_plan(dry_run_plan(params, calibrate=False), echo=echo)
             return sweep_dir
-        run_dirs = {p.name: str(p.run_dir.resolve()) for _, p in materialized}
+        # condition -> the run folders of its seeds; run_dirs: its first (the one run without seeds)
+        replicates = {name: [str(p.run_dir.resolve()) for _, p in runs] for name, runs in groups.items()}
+        run_dirs = {name: dirs[0] for name, dirs in replicates.items()}
     for i, (path, params) in enumerate(materialized, 1):
         echo(f"[factacq] sweep {sweep.name}: condition {i}/{len(materialized)}: {params.name}")
         run_condition(root / path, echo=echo, root=root)
-    parameters = {"sweep_dir": str(sweep_dir), "run_dirs": run_dirs, "compare": sweep.compare,
-                  "root": str(root)}
+    parameters = {"sweep_dir": str(sweep_dir), "run_dirs": run_dirs, "replicates": replicates,
+                  "compare": sweep.compare, "root": str(root)}
     execute_notebook(CONDITIONS_NOTEBOOK, sweep_dir / "notebooks", parameters, cwd=root)
     echo(f"[factacq] sweep {sweep.name}: done; cross-condition notebook at "
          f"{sweep_dir / 'notebooks' / CONDITIONS_NOTEBOOK}")

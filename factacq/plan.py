@@ -13,6 +13,8 @@ The run that carries out a plan is factacq.inject.
 
 from __future__ import annotations
 
+import math
+
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -271,6 +273,12 @@ def preflight(params: Params) -> tuple:
     return ks, groups, plan, notes
 
 
+def retention_horizon(plan, params: Params) -> int:
+    """Steps of forgetting every injected item is probed for after its t_LAM, at the least: the
+    run's end minus (the last injection + t_w), t_LAM being at most t_w after an injection."""
+    return plan.total_steps - plan.last_step - params.analysis_window
+
+
 def describe_plan(params: Params) -> dict:
     """Steps, injected rows per step, probe evaluations (schedule vs every step) and tokens of the
     injection run of ``params``, without training (for `factacq run --dry-run`), after
@@ -312,6 +320,10 @@ def describe_plan(params: Params) -> dict:
         "probe_evaluations_every_step": n_every,
         "probe_evaluation_ratio": round(n_every / max(n_eval, 1), 2),
         "probe_tokens": int(probe_tokens),
+        # steps after the latest possible t_LAM of the last injected item (last injection + t_w)
+        # and the decades of t after t_LAM they span from t = 1 (the paper's Fig. 4 spans ~3)
+        "retention_horizon_steps": retention_horizon(plan, params),
+        "retention_decades": round(math.log10(max(retention_horizon(plan, params), 1)), 2),
         "tokens_per_step": batch_size * seq_len,
         "train_tokens": plan.total_steps * batch_size * seq_len,
         "model_parameters": n_params,

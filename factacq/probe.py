@@ -219,11 +219,19 @@ def choose_foils(ks, groups: dict[str, str], n_foils: int, seed: int = 0) -> dic
     return out
 
 
+def window_offsets(pp) -> np.ndarray:
+    """The steps after an injection probed in its window (t_i, t_i + window]: every one (the
+    paper's), or with ``pp.window_points`` that many log-spaced ones, always 1 and ``window``."""
+    if pp.window_points is None or pp.window_points >= pp.window:
+        return np.arange(1, pp.window + 1)
+    return np.unique(np.round(np.geomspace(1, pp.window, pp.window_points)).astype(np.int64))
+
+
 def probe_schedule(plan, pp, groups: dict[str, str]) -> dict[str, np.ndarray]:
     """Steps at which each probed item is evaluated (sorted, unique, within 0..plan.total_steps).
 
     Per injected item: step 0, every injection step t_i (t_pre is the first), every step of each
-    window (t_i, t_i + window], then the points after its last window of one log-spaced grid of
+    window (t_i, t_i + window] (or its :func:`window_offsets`), then the points after its last window of one log-spaced grid of
     ``log_points`` steps shared by all items (from the earliest end of any item's last window to the
     end of the run). Control items are probed at the union of the injected items'
     steps, so every injected probe value has a control value at the same step (control adjustment).
@@ -237,11 +245,13 @@ def probe_schedule(plan, pp, groups: dict[str, str]) -> dict[str, np.ndarray]:
     for ev in plan.events:
         by_item.setdefault(ev.item_id, []).append(ev.step)
 
+    offsets = window_offsets(pp)
+
     def dense(inj_steps) -> set[int]:
         s = {0}
         for t in inj_steps:
             s.add(t)
-            s.update(range(t + 1, min(t + pp.window, total) + 1))
+            s.update(t + o for o in offsets if t + o <= total)
         return s
 
     # one log-spaced grid shared by all items, from the earliest end of an item's last window to the

@@ -101,7 +101,9 @@ class RunReport:
         return (f"stationarity: {s['column']} {s['first']:.4f} -> {s['last']:.4f} "
                 f"(change {s['change']:+.4f}) over the first/last {s['n']} updates"
                 + (" (they overlap: a short run)" if s["overlap"] else "")
-                + f": {verdict} the {self.stationarity_target:g} nats/token target")
+                + f": {verdict} the {self.stationarity_target:g} nats/token target"
+                + (f"; LR at the first injection {s['lr_first_injection']:.3g}"
+                   if np.isfinite(s.get("lr_first_injection", np.nan)) else ""))
 
 
 def run_report(frame: pd.DataFrame, params: Params) -> RunReport:

@@ -7,7 +7,8 @@ injection run logs, probes and checkpoints there). Checkpoints: factacq.checkpoi
 base and its cache: factacq.pretrain; the injection run: factacq.inject.
 
 AdamW with decay on matrices only, linear warmup then cosine or linear decay to
-``min_lr_ratio * lr`` at ``optim.total_steps`` (held there afterwards, so a continuation past the
+``min_lr_ratio * lr`` at ``optim.total_steps``, or warmup-stable-decay (``wsd``: constant, then
+a linear decay over the last ``decay_fraction`` of the horizon) (held there afterwards, so a continuation past the
 horizon never trains at zero LR), gradient clipping, gradient accumulation over micro batches (the
 global batch is independent of memory), fp32 on CPU and bf16 autocast on GPU.
 """
@@ -87,6 +88,12 @@ def lr_ratio(step: int, op: OptimParams, total_steps: int) -> float:
         return (step + 1) / op.warmup_steps
     if op.schedule == "constant":
         return 1.0
+    if op.schedule == "wsd":
+        decay_start = total_steps - op.decay_fraction * (total_steps - op.warmup_steps)
+        if step < decay_start:
+            return 1.0
+        progress = min(1.0, (step - decay_start) / max(1.0, total_steps - decay_start))
+        return op.min_lr_ratio + (1.0 - op.min_lr_ratio) * (1.0 - progress)
     span = max(1, total_steps - op.warmup_steps)
     progress = min(1.0, (step - op.warmup_steps) / span)
     if op.schedule == "cosine":

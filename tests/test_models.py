@@ -12,13 +12,14 @@ from factacq.params import ModelParams
 
 def test_presets_have_the_intended_sizes():
     sizes = {}
-    for name in ("tiny", "small", "base"):
+    for name in ("mini", "tiny", "small", "base"):
         with torch.device("meta"):
             sizes[name] = count_parameters(build_model(ModelParams(preset=name), 4096, 128))
+    assert 0.4e6 <= sizes["mini"] <= 0.7e6
     assert 1.0e6 <= sizes["tiny"] <= 2.0e6
     assert 4.0e6 <= sizes["small"] <= 8.0e6
     assert 20e6 <= sizes["base"] <= 30e6
-    assert set(PRESETS) == {"micro", "tiny", "small", "base"}
+    assert set(PRESETS) == {"micro", "mini", "tiny", "small", "base"}
 
 
 def test_local_hf_folder_loads_through_load_model(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from factacq import analyze, cli, knowledge, pipeline, schema
+from factacq.errors import FactacqError
 from factacq.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,3 +156,133 @@ def test_bad_sweep_is_one_clear_error(tmp_path, capsys):
     sweep.write_text("name: s\nconditions:\n  - {name: a, params: a.yaml}\n  - {name: a, params: b.yaml}\n")
     assert cli.main(["sweep", str(sweep)]) == 2
     assert "duplicate condition name(s) ['a']" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- sweeps with seeds (no training)
+
+
+def _seed_sweep(tmp_path: Path, **fields) -> Path:
+    """A sweep of two smoke conditions (a with its own batch size) in tmp_path."""
+    base = _smoke_copy(tmp_path)
+    data = {"name": "seeds", "output_dir": str(tmp_path / "outputs"),
+            "conditions": [{"name": "a", "params": base.name,
+                            "overrides": {"inject": {"batch_size": 16}}},
+                           {"name": "b", "params": base.name}],
+            "compare": {"ab": ["a", "b"]}, **fields}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _expanded(path: Path) -> dict:
+    sweep = pipeline.load_sweep(path)
+    return {name: [pipeline.condition_params(path, sweep, c)[1] for c in runs]
+            for name, runs in pipeline.replicate_conditions(path, sweep).items()}
+
+
+def test_sweep_seeds_expand_every_condition_into_one_run_per_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = load_params(_smoke_copy(tmp_path))
+    runs = _expanded(_seed_sweep(tmp_path, seeds=[3, 0]))
+    assert {name: [p.name for p in ps] for name, ps in runs.items()} == {
+        "a": ["a_seed3", "a_seed0"], "b": ["b_seed3", "b_seed0"]}
+    for name, params in [(n, p) for n, ps in runs.items() for p in ps]:
+        seed = int(params.name.rsplit("_seed", 1)[1])
+        assert (params.knowledge.assign_seed, params.probe.foil_seed, params.inject.seed) == (seed,) * 3
+        assert params.pretrain.seed == base.pretrain.seed  # one base for every seed
+        assert params.analysis.seed == base.analysis.seed  # the bootstrap's seed is the sweep's own
+        assert params.inject.batch_size == (16 if name == "a" else base.inject.batch_size)
+        assert params.run_dir == tmp_path / "outputs" / "seeds" / params.name
+    # the sweep's compare still names the conditions, not their runs
+    assert pipeline.load_sweep(_seed_sweep(tmp_path, seeds=[3, 0])).compare == {"ab": ["a", "b"]}
+    with_base = _expanded(_seed_sweep(tmp_path, seeds=[5, 1], seed_base=True))
+    assert [p.pretrain.seed for p in with_base["a"]] == [5, 1]  # each seed trains its own base
+    plain = _expanded(_seed_sweep(tmp_path))  # no seeds: each condition is its one run
+    assert {name: [p.name for p in ps] for name, ps in plain.items()} == {"a": ["a"], "b": ["b"]}
+    assert plain["a"][0].inject.seed == base.inject.seed
+
+
+def test_sweep_seeds_refuse_a_condition_that_sets_a_seed_field(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = _seed_sweep(tmp_path, seeds=[0, 1])
+    data = yaml.safe_load(path.read_text())
+    data["conditions"][0]["overrides"] = {"inject": {"batch_size": 16, "seed": 4}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(FactacqError, match=rf"{path}: condition 'a': overrides\.inject\.seed is set "
+                                           r"by the sweep's seeds"):
+        pipeline.load_sweep(path)
+    # pretrain.seed is the seeds' only with seed_base
+    data["conditions"][0]["overrides"] = {"pretrain": {"seed": 4}}
+    path.write_text(yaml.safe_dump(data))
+    assert [p.pretrain.seed for p in _expanded(path)["a"]] == [4, 4]
+    data["seed_base"] = True
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(FactacqError, match=r"condition 'a': overrides\.pretrain\.seed is set"):
+        pipeline.load_sweep(path)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"seeds": [1, 2, 1]}, r"duplicate seed\(s\) \[1\]"),
+    ({"seeds": [0, -1]}, r"field 'seeds\.1': Input should be greater than or equal to 0"),
+    ({"seeds": [True]}, r"field 'seeds\.0': Input should be a valid integer"),
+    ({"seeds": []}, r"field 'seeds'"),
+    ({"seed_base": True}, r"seed_base: true needs seeds"),
+])
+def test_sweep_seeds_are_checked(tmp_path, fields, message):
+    path = _seed_sweep(tmp_path, **fields)
+    with pytest.raises(FactacqError, match=message):
+        pipeline.load_sweep(path)
+
+
+def test_sweep_compare_names_conditions_not_their_seeds(tmp_path):
+    path = _seed_sweep(tmp_path, seeds=[0, 1], compare={"ab": ["a_seed0", "b"]})
+    with pytest.raises(FactacqError, match=r"compare\.ab: unknown condition\(s\) \['a_seed0'\]"):
+        pipeline.load_sweep(path)
+
+
+def test_sweep_with_seeds_dry_run_plans_and_passes_replicates(tmp_path, monkeypatch, capsys):
+    path = _seed_sweep(tmp_path, seeds=[0, 2])
+    # no training and no preflight here: the plans and the runs are stood in for
+    monkeypatch.setattr(pipeline, "dry_run_plan", lambda params, calibrate=True: {
+        "name": params.name, "inject_seed": params.inject.seed})
+    assert cli.main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep seeds: 2 condition(s) x seeds [0, 2] = 4 runs" in out
+    for name in ("a_seed0", "a_seed2", "b_seed0", "b_seed2"):
+        assert f"plan for {name}:" in out
+    ran, rendered = [], {}
+    monkeypatch.setattr(pipeline, "run_condition", lambda p, echo=None, root=None: ran.append(Path(p).stem))
+    monkeypatch.setattr(pipeline, "execute_notebook",
+                        lambda name, out_dir, parameters, notebooks_dir=None, cwd=None:
+                        rendered.update(parameters))
+    pipeline.run_sweep(path, echo=lambda m: None)
+    assert ran == ["a_seed0", "a_seed2", "b_seed0", "b_seed2"]
+    sweep_dir = (tmp_path / "outputs" / "seeds").resolve()
+    assert rendered["replicates"] == {m: [str(sweep_dir / f"{m}_seed{s}") for s in (0, 2)] for m in "ab"}
+    assert rendered["run_dirs"] == {m: str(sweep_dir / f"{m}_seed0") for m in "ab"}
+    assert rendered["compare"] == {"ab": ["a", "b"]}
+    rendered.clear()
+    pipeline.run_sweep(_seed_sweep(tmp_path), echo=lambda m: None)  # no seeds: one folder each
+    assert rendered["replicates"] == {m: [str(sweep_dir / m)] for m in "ab"}
+
+
+def test_sweep_setup_resolves_the_replicates(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # sweep_setup moves to root; monkeypatch moves back
+    for name in ("a_seed0", "a_seed1", "smoke"):
+        (tmp_path / "out" / name / "tables").mkdir(parents=True)
+    params_path = _smoke_copy(tmp_path)
+    monkeypatch.setenv("FACTACQ_OUTPUT_DIR", str(tmp_path / "out"))
+    data = yaml.safe_load(params_path.read_text())
+    data.pop("output_dir")
+    params_path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    sweep_dir, runs = pipeline.sweep_setup(str(tmp_path / "sw"), {"a": str(out / "a_seed0")}, str(tmp_path))
+    assert runs == {"a": out / "a_seed0"}
+    sweep_dir, runs, reps = pipeline.sweep_setup(
+        None, {"a": str(out / "a_seed0"), "smoke": None}, str(tmp_path), params_path.name,
+        replicates={"a": [str(out / "a_seed0"), str(out / "a_seed1")], "smoke": [None]})
+    assert sweep_dir == out / "smoke_sweep" and runs["smoke"] == out / "smoke"
+    assert reps == {"a": [out / "a_seed0", out / "a_seed1"], "smoke": [out / "smoke"]}
+    with pytest.raises(FactacqError, match=r"without analysis tables: \['a \(.*a_seed9\)'\]"):
+        pipeline.sweep_setup(str(tmp_path / "sw"), {}, str(tmp_path),
+                             replicates={"a": [str(out / "a_seed9")]})

@@ -29,7 +29,10 @@ def test_the_report_is_the_metrics_and_reads_back_from_json_as_it_was():
     assert run_report(frame, PARAMS.model_copy(update={"analysis": PARAMS.analysis.model_copy(
         update={"stationarity_target": 0.3})})).stationary is True
     text = report.report()
-    assert text.splitlines()[2].endswith("outside the 0.1 nats/token target")
+    # the stationarity line also gives the LR of the update that trained the first injection
+    assert report.stationarity["lr_first_injection"] == 1e-3
+    assert text.splitlines()[2].endswith(
+        "outside the 0.1 nats/token target; LR at the first injection 0.001")
     stored = json.loads(json_text(report.to_dict()))  # as run.json and summary.json hold it
     assert RunReport.from_dict(stored) == report and RunReport.from_dict(stored).report() == text
 
