@@ -10,7 +10,7 @@ Inputs: ``replicates`` (condition -> run folders of its seeds; one folder withou
 IQR-filtered per scenario x kind, retainability per t cell, as `factacq analyze` does. Each
 finding is given on raw ℓ (`logprob`) and on the contrast against foils (metrics.contrast_column;
 "not run" without foils); a finding with two statistics (F1, F4, F8) has a row for each, both with
-the finding's verdict. Paired differences (F7, F8) take both quantities from one item resample.
+the finding's verdict (`verdict`) and each with its own statistic's (`statistic_verdict`). Paired differences (F7, F8) take both quantities from one item resample.
 
 Rules (the `rule` column states them too; "CI above 0" = its lower end > 0):
 - F1: ℓ(t_N) − ℓ(t_1) (fits.accumulation) and mean E, memorization probes of items with >= 2
@@ -55,7 +55,7 @@ from factacq.schema import PROBE_KINDS
 HOLDS, NOT_DETECTED, REVERSED, NOT_RUN = "holds", "not detected", "reversed", "not run"
 VERDICTS = (HOLDS, NOT_DETECTED, REVERSED, NOT_RUN)
 COLUMNS = ["finding", "claim", "measure", "conditions", "statistic", "value", "lo", "hi",
-           "n_items", "verdict", "rule", "detail"]
+           "n_items", "verdict", "statistic_verdict", "rule", "detail"]
 FINDINGS = tuple(f"F{i}" for i in range(1, 9))
 R2_THRESHOLD = {"memorization": 0.8, "semantic": 0.8, "composition": 0.65}
 PRESET_ORDER = ("micro", "mini", "tiny", "small", "base")  # models.PRESETS, ascending size
@@ -262,9 +262,13 @@ def _r2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
 
 
-def _stat(statistic: str, value, lo, hi, n_items, verdict_: str, detail: str = "", **extra) -> dict:
+def _stat(statistic: str, value, lo, hi, n_items, verdict_: str, detail: str = "",
+          own: str | None = None, **extra) -> dict:
+    """One statistic's row: ``verdict_`` is its finding's verdict, ``own`` the statistic's alone
+    (they differ only for findings with two statistics: F1, F4, F8)."""
     return {"statistic": statistic, "value": float(value), "lo": float(lo), "hi": float(hi),
-            "n_items": int(n_items), "verdict": verdict_, "detail": detail, **extra}
+            "n_items": int(n_items), "verdict": verdict_,
+            "statistic_verdict": verdict_ if own is None else own, "detail": detail, **extra}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,12 +280,14 @@ def f1_accumulation(c: Condition, value: str) -> list[dict]:
     eff = c.effectivity(value)
     eff = eff[(eff["kind"] == MEM) & (eff["n_encounters"] >= 2)]
     e = metrics.bootstrap_mean(eff, "effectivity", **c.boot)
-    v = joint([verdict(acc["lo"], acc["hi"]), verdict(e["lo"], e["hi"])], reversing=[0])
+    own = [verdict(acc["lo"], acc["hi"]), verdict(e["lo"], e["hi"])]
+    v = joint(own, reversing=[0])
     per_k = eff.groupby("encounter")["effectivity"].mean()
     detail = "mean E at encounter " + ", ".join(f"k={k}: {m:.3g}" for k, m in per_k.items())
     where = f"{c.label}: memorization, items with >= 2 encounters"
-    return [_stat(name, x["mean"], x["lo"], x["hi"], x["n_items"], v, detail, conditions=where)
-            for name, x in (("accumulation ℓ(t_N) − ℓ(t_1)", acc), ("mean effectivity E", e))]
+    return [_stat(name, x["mean"], x["lo"], x["hi"], x["n_items"], v, detail, o, conditions=where)
+            for (name, x), o in zip((("accumulation ℓ(t_N) − ℓ(t_1)", acc),
+                                     ("mean effectivity E", e)), own)]
 
 
 def f2_loglinear(c: Condition, value: str) -> list[dict]:
@@ -354,11 +360,12 @@ def f8_ordering(c: Condition, value: str) -> list[dict]:
     for hi_kind, lo_kind in pairs:
         d_full, d_boot = (m[:, col[hi_kind]] - m[:, col[lo_kind]] for m in (full, boot))
         stats.append((d_full[0], *_interval(d_boot, c.opts.ci)))
-    v = joint([verdict(lo, hi) for _, lo, hi in stats])
+    own = [verdict(lo, hi) for _, lo, hi in stats]
+    v = joint(own)
     detail = ", ".join(f"E({k}) = {full[0, col[k]]:.3g}" for k in PROBE_KINDS)
     where = f"{c.label}: all kinds, injected scenarios, all encounters"
-    return [_stat(f"E({a_}) − E({b_})", d, lo, hi, len(items), v, detail, conditions=where)
-            for (a_, b_), (d, lo, hi) in zip(pairs, stats)]
+    return [_stat(f"E({a_}) − E({b_})", d, lo, hi, len(items), v, detail, o, conditions=where)
+            for (a_, b_), (d, lo, hi), o in zip(pairs, stats, own)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,14 +387,17 @@ def f4_batch(small: Condition, large: Condition, value: str) -> list[dict]:
     x_diff = s[1]["x_intercept"] * tokens[0] - s[0]["x_intercept"] * tokens[1]
     x_lo, x_hi = _interval(s[1]["x_intercept_samples"] * tokens[0]
                            - s[0]["x_intercept_samples"] * tokens[1], ci)
-    v = joint([verdict(a_lo, a_hi, "below"), verdict(x_lo, x_hi, "above")], reversing=[0])
+    own = [verdict(a_lo, a_hi, "below"), verdict(x_lo, x_hi, "above")]
+    v = joint(own, reversing=[0])
     defined = np.isfinite(s[1]["x_intercept_samples"] - s[0]["x_intercept_samples"])
     detail = (f"a = {s[1]['a']:.3g} ({large.name}) vs {s[0]['a']:.3g} ({small.name}); "
               f"x-intercept {s[1]['x_intercept'] * tokens[0]:.3g} vs "
               f"{s[0]['x_intercept'] * tokens[1]:.3g} tokens"
               + (f" (both defined in {defined.mean():.0%} of resamples)" if defined.size else ""))
-    return [_stat("a(larger) − a(smaller)", s[1]["a"] - s[0]["a"], a_lo, a_hi, n, v, detail),
-            _stat("x-intercept tokens, larger − smaller", x_diff, x_lo, x_hi, n, v, detail)]
+    return [_stat("a(larger) − a(smaller)", s[1]["a"] - s[0]["a"], a_lo, a_hi, n, v, detail,
+                  own[0]),
+            _stat("x-intercept tokens, larger − smaller", x_diff, x_lo, x_hi, n, v, detail,
+                  own[1])]
 
 
 def _effectivity_gain(expect: str, statistic: str):
@@ -466,13 +476,15 @@ def _compare_rows(finding, label, order, fn, compare: dict, conds: dict) -> list
 
 
 def _row(finding, measure, conditions, statistic="", value=np.nan, lo=np.nan, hi=np.nan,
-         n_items=0, verdict=NOT_RUN, detail="") -> dict:
+         n_items=0, verdict=NOT_RUN, detail="", statistic_verdict=None) -> dict:
     if verdict == NOT_RUN and not (np.isfinite(lo) and np.isfinite(hi)) and statistic:
         detail = "no interval (too few points, or analysis.bootstrap = 0)" + (
             f"; {detail}" if detail else "")
     return {"finding": finding, "claim": CLAIMS[finding], "measure": measure,
             "conditions": conditions, "statistic": statistic, "value": value, "lo": lo, "hi": hi,
-            "n_items": n_items, "verdict": verdict, "rule": RULES[finding], "detail": detail}
+            "n_items": n_items, "verdict": verdict,
+            "statistic_verdict": verdict if statistic_verdict is None else statistic_verdict,
+            "rule": RULES[finding], "detail": detail}
 
 
 def _measures(finding, conds: list[Condition], fn, where: str) -> list[dict]:
@@ -546,7 +558,9 @@ def format_findings(table: pd.DataFrame, detail: bool = True) -> str:
         estimate = number(r["value"]) + (f" [{number(r['lo'])}, {number(r['hi'])}]"
                                          if pd.notna(r["lo"]) else "")
         n = str(int(r["n_items"])) if pd.notna(r["n_items"]) else ""
-        cells = [r["finding"], r["measure"], r["statistic"], estimate, n, f"**{r['verdict']}**"]
+        own = r.get("statistic_verdict", r["verdict"])
+        shown = f"**{r['verdict']}**" + (f" (this statistic: {own})" if own != r["verdict"] else "")
+        cells = [r["finding"], r["measure"], r["statistic"], estimate, n, shown]
         lines.append("| " + " | ".join(text(x) for x in cells + [r["detail"]] * detail) + " |")
     claims = table.drop_duplicates("finding")
     lines += [""] + [f"{r['finding']}: {r['claim']}." for r in claims.to_dict("records")]

@@ -93,6 +93,27 @@ class _Wide:
         cols = np.clip(np.searchsorted(self.steps, steps), 0, len(self.steps) - 1)
         return np.where(self.steps[cols] == steps, self.values[rows, cols], np.nan)
 
+    def interpolated(self, rows: np.ndarray, step: int) -> np.ndarray:
+        """Values of the given probe rows at one step: the value where the row was probed there,
+        else linear in step between its nearest probed steps before and after (NaN outside its
+        probed range). Control items probed at every k-th step (probe.control_every) are read so."""
+        vals = self.values[rows]
+        ok = np.isfinite(vals)
+        before = ok & (self.steps <= step)[None, :]
+        after = ok & (self.steps >= step)[None, :]
+        n = len(self.steps)
+        left = np.where(before.any(1), n - 1 - np.argmax(before[:, ::-1], axis=1), -1)
+        right = np.where(after.any(1), np.argmax(after, axis=1), -1)
+        out = np.full(len(rows), np.nan)
+        both = (left >= 0) & (right >= 0)
+        r = np.flatnonzero(both)
+        s_l, s_r = self.steps[left[r]], self.steps[right[r]]
+        v_l, v_r = vals[r, left[r]], vals[r, right[r]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where(s_r > s_l, (step - s_l) / np.maximum(s_r - s_l, 1), 0.0)
+        out[r] = v_l + w * (v_r - v_l)
+        return out
+
     def window(self, rows: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Steps in (start, stop] that were probed and the values there (rows x steps)."""
         mask = (self.steps > start) & (self.steps <= stop)
@@ -128,8 +149,10 @@ def has_control(frame: pd.DataFrame) -> bool:
 
 def control_adjusted(frame: pd.DataFrame, value: str = "logprob") -> pd.DataFrame:
     """Add f"{value}_adj" = value − mean value of the control group's probes of the same kind at
-    the same step, and `control_n` (how many control probes that mean has; 0 = no control value at
-    that step, so the adjusted value is null there). In a pooled frame (a `replicate` column,
+    the same step (linear in step between the control group's nearest probed steps, when the
+    controls are probed at every k-th step only: probe.control_every), and `control_n` (how many
+    control probes that mean has, the fewer of its two neighbours' when interpolated; 0 = outside
+    the control group's probed steps, so the adjusted value is null there). In a pooled frame (a `replicate` column,
     factacq.replicates) the control mean is that of the same replicate.
 
     Differences of the adjusted value are changes minus the control group's change over the same
@@ -138,14 +161,26 @@ def control_adjusted(frame: pd.DataFrame, value: str = "logprob") -> pd.DataFram
     control = probes[(probes["scenario"] == "control") & probes[value].notna()]
     if control.empty:
         raise FactacqError(f"run log: no control probes with a {value!r} value to adjust against")
-    by = ["kind", "step"] + (["replicate"] if "replicate" in probes.columns else [])  # pooled seeds
-    stats = control.groupby(by)[value].agg(["mean", "size"])
+    group = ["kind"] + (["replicate"] if "replicate" in probes.columns else [])  # pooled seeds
+    stats = control.groupby(group + ["step"])[value].agg(["mean", "size"]).reset_index()
     out = frame.copy()
-    key = pd.MultiIndex.from_frame(out[by])
-    found = stats.reindex(key)
+    mean = np.full(len(out), np.nan)
+    size = np.zeros(len(out))
+    keys = out[group].astype(object).to_numpy()
+    steps = out["step"].to_numpy(dtype="float64")
+    for key, curve in stats.groupby(group):
+        key = key if isinstance(key, tuple) else (key,)
+        rows = np.flatnonzero((keys == np.asarray(key, dtype=object)).all(axis=1))
+        at, m, n = (curve[c].to_numpy() for c in ("step", "mean", "size"))
+        inside = (steps[rows] >= at[0]) & (steps[rows] <= at[-1])
+        rows = rows[inside]
+        mean[rows] = np.interp(steps[rows], at, m)
+        right = np.clip(np.searchsorted(at, steps[rows]), 0, len(at) - 1)
+        left = np.clip(np.searchsorted(at, steps[rows], side="right") - 1, 0, len(at) - 1)
+        size[rows] = np.minimum(n[left], n[right])
     is_probe = (out["record"] == "probe").to_numpy() if "record" in out.columns else True
-    out[f"{value}_adj"] = np.where(is_probe, out[value].to_numpy() - found["mean"].to_numpy(), np.nan)
-    out["control_n"] = np.where(is_probe, found["size"].fillna(0).to_numpy(), np.nan)
+    out[f"{value}_adj"] = np.where(is_probe, out[value].to_numpy() - mean, np.nan)
+    out["control_n"] = np.where(is_probe, size, np.nan)
     return out
 
 
@@ -411,11 +446,15 @@ def specificity(frame: pd.DataFrame, window: int, kind: str = "memorization",
     """1 − (mean gain of control probes after the injection steps) / (mean effectivity of the
     injected probes), both for probes of `kind`.
 
-    A control probe's gain at an injection step t is computed like effectivity: the max of its
-    value over the probed steps in (t, t+window] minus its value at t, for every distinct injection
-    step of the run. 1 = the injections raise only the injected facts; 0 = the control facts rise
+    A control probe's gain at an injection step t is computed like effectivity, over the same
+    steps: the max of its value at the steps in (t, t+window] at which the items injected at t
+    were probed, minus its value at t, for every distinct injection step of the run. Where a
+    control was not probed at such a step (probe.control_every) its value there is interpolated
+    between its nearest probed steps. The max is then over as many steps as the injected probes'
+    (with probe.window_points, fewer than the window's: a max over every step would bias the
+    control gain up). 1 = the injections raise only the injected facts; 0 = the control facts rise
     as much (only non-specific learning). `control_missing` counts (probe, step) pairs left out
-    because a step was not probed."""
+    because no value could be had."""
     enc = encounters(frame)
     if enc.empty:
         raise FactacqError("run log: no injection records, so no specificity")
@@ -426,11 +465,17 @@ def specificity(frame: pd.DataFrame, window: int, kind: str = "memorization",
                                 & (wide.probes["kind"] == kind)].to_numpy()
     if control.size == 0:
         raise FactacqError(f"run log: no control probes of kind {kind!r}, so no specificity")
+    injected_rows = wide.probes.index[wide.probes["scenario"] != "control"].to_numpy()
     gains, missing = [], 0
     for t in np.unique(enc["t_i"]):
-        _, vals = wide.window(control, t, t + window)
+        items = enc.loc[enc["t_i"] == t, "item_id"].unique()
+        rows = injected_rows[wide.probes.loc[injected_rows, "item_id"].isin(items).to_numpy()]
+        steps, vals = wide.window(rows, t, t + window)
+        steps = steps[np.isfinite(vals).any(axis=0)]  # the steps the items injected at t were probed
+        vals = np.stack([wide.interpolated(control, u) for u in steps], axis=1) if steps.size else (
+            np.empty((len(control), 0)))
         gain = np.max(np.where(np.isfinite(vals), vals, -np.inf), axis=1,
-                      initial=-np.inf) - wide.at(control, t)
+                      initial=-np.inf) - wide.interpolated(control, t)
         ok = np.isfinite(gain)
         missing += int((~ok).sum())
         gains.append(gain[ok])

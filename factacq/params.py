@@ -43,7 +43,8 @@ SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 # (section, field) added after hashes were first recorded (see Params.section_hash)
-ADDED_FIELDS = (("optim", "decay_fraction"), ("probe", "window_points"))
+ADDED_FIELDS = (("optim", "decay_fraction"), ("probe", "window_points"),
+                ("probe", "control_every"))
 
 
 class Section(BaseModel):
@@ -192,6 +193,9 @@ class ProbeParams(Section):
     # probe this many log-spaced steps of each window (always its first and last) instead of every
     # one; t_LAM is then the argmax over the probed steps (null: every step, the paper's logging)
     window_points: int | None = Field(None, ge=2)
+    # probe the control items at every k-th step of the injected items' probed steps (always step
+    # 0, t_pre and the last); control adjustment and specificity interpolate between them
+    control_every: int = Field(1, ge=1)
     every_step: bool = False  # the paper's full logging
     log_points: int = Field(30, ge=0)  # log-spaced probe steps after the last window
     batch_size: int = Field(256, ge=1)  # probes per forward pass

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from factacq import inject
 from factacq.analyze import format_summary
+from factacq.findings import format_findings
 from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 from factacq.params import (Params, SafeName, dump_params, folders_from_environment, load_params,
@@ -476,6 +477,11 @@ def _print_summary(run_dir: Path, params: Params, echo=None) -> None:
     summary = run_dir / "tables" / "summary.json"
     if summary.is_file():
         echo(format_summary(json.loads(summary.read_text())))
+    found = run_dir / "tables" / "findings.csv"
+    if found.is_file():  # written by notebook 04 (findings.run_findings)
+        echo("")
+        echo("findings (tables/findings.csv; rules in its `rule` column):")
+        echo(format_findings(pd.read_csv(found), detail=False))
     echo(f"rendered notebooks: {run_dir / 'notebooks'}")
     echo(f"figures:            {run_dir / 'figures'}")
     echo(f"tables:             {run_dir / 'tables'}")

@@ -234,7 +234,8 @@ def probe_schedule(plan, pp, groups: dict[str, str]) -> dict[str, np.ndarray]:
     window (t_i, t_i + window] (or its :func:`window_offsets`), then the points after its last window of one log-spaced grid of
     ``log_points`` steps shared by all items (from the earliest end of any item's last window to the
     end of the run). Control items are probed at the union of the injected items'
-    steps, so every injected probe value has a control value at the same step (control adjustment).
+    steps, so every injected probe value has a control value at the same step (control adjustment),
+    or with ``pp.control_every`` k at every k-th step of it (the metrics interpolate).
     ``pp.every_step`` probes every step."""
     total = plan.total_steps
     probed = [i for i, g in groups.items() if g in GROUPS]
@@ -273,9 +274,16 @@ def probe_schedule(plan, pp, groups: dict[str, str]) -> dict[str, np.ndarray]:
             inj = sorted(by_item.get(item_id, []))
             steps = dense(inj) | (tail(inj[-1]) if inj else tail(0))
             out[item_id] = np.asarray(sorted(s for s in steps if 0 <= s <= total), dtype=np.int64)
-    # control items are compared with every injected item at that item's steps: probe them on the union
+    # control items are compared with every injected item at that item's steps: probe them on the
+    # union, or on every k-th step of it (probe.control_every; always its first and last, step 0
+    # and the run's first injection, t_pre), the metrics interpolating between them
     union = set().union(*(set(v.tolist()) for v in out.values())) if out else dense([]) | tail(0)
-    control = np.asarray(sorted(union), dtype=np.int64)
+    control = sorted(union)
+    every = getattr(pp, "control_every", 1)
+    if every > 1 and control:
+        first = min((t for v in by_item.values() for t in v), default=0)
+        control = sorted(set(control[::every]) | {control[0], control[-1], 0, first})
+    control = np.asarray(control, dtype=np.int64)
     for item_id in probed:
         if groups[item_id] == "control":
             out[item_id] = control

@@ -111,6 +111,9 @@ def test_known_log_holds_with_the_known_values():
     table = findings.run_findings(synthetic_log(), params())
     assert list(table.columns) == findings.COLUMNS
     assert list(dict.fromkeys(table["finding"])) == ["F1", "F2", "F3", "F7", "F8"]
+    # one-statistic findings: the statistic's verdict is the finding's
+    single = table[table["finding"].isin(["F2", "F3", "F7"])]
+    assert (single["statistic_verdict"] == single["verdict"]).all()
     assert set(table["measure"]) == {"logprob", "contrast"}
     for measure in ("logprob", "contrast"):
         for finding in ("F1", "F3", "F7", "F8"):

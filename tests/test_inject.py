@@ -157,6 +157,8 @@ def test_default_run_keeps_knowledge_small_and_probes_10x_less_than_every_step()
     from factacq.params import load_params
 
     d = describe_plan(load_params(Path(__file__).resolve().parents[1] / "params" / "default.yaml"))
-    assert d["knowledge_row_share_max"] <= 1 / 32  # at most one row of 32 is knowledge
+    assert d["knowledge_row_share_max"] <= 1 / 16  # at most one row of the run's 16 is knowledge
     assert d["items"] == {"paraphrase": 10, "duplicate": 10, "once": 10, "control": 10}
+    # t_w = 50 with 10 log-spaced window steps and the controls at every 4th probed step
     assert d["probe_evaluations_every_step"] >= 10 * d["probe_evaluations"]
+    assert d["retention_decades"] >= 2  # the forgetting curve spans two decades of t after t_LAM

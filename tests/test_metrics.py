@@ -238,3 +238,33 @@ def test_effectivity_and_retainability_match_naive_reference(seed):
     assert np.allclose([got[k] for k in points], list(points.values()))
     assert counts["used"] + counts["excluded_nonpositive_denominator"] + counts[
         "excluded_missing_t_pre"] + counts["excluded_missing_window"] == counts["probes"] == 16
+
+
+def test_control_adjusted_interpolates_between_sparse_control_steps():
+    # controls probed at steps 0 and 4 only (probe.control_every); item a at 0, 2, 4 and 6
+    rows = [injection("a", 0)]
+    rows += [probe("a", s, v) for s, v in {0: -5.0, 2: -3.0, 4: -3.5, 6: -3.0}.items()]
+    rows += [probe("c1", 0, -6.0, "control"), probe("c1", 4, -5.0, "control"),
+             probe("c2", 0, -4.0, "control"), probe("c2", 4, -4.0, "control")]
+    adj = metrics.control_adjusted(pd.DataFrame(rows))
+    a = adj[(adj["item_id"] == "a")].set_index("step")
+    # control mean: -5.0 at 0, -4.5 at 4, so -4.75 at step 2 (linear); step 6 is past the controls
+    assert a.loc[2, "logprob_adj"] == pytest.approx(-3.0 + 4.75)
+    assert a.loc[2, "control_n"] == 2 and a.loc[4, "logprob_adj"] == pytest.approx(1.0)
+    assert np.isnan(a.loc[6, "logprob_adj"]) and a.loc[6, "control_n"] == 0
+
+
+def test_specificity_reads_controls_at_the_injected_items_probed_steps():
+    # item a is probed at 0, 1 and 3 of its window (t_w = 3, probe.window_points); the control
+    # spikes at step 2, where no injected probe was read, so the spike is not its gain
+    rows = [injection("a", 0)]
+    rows += [probe("a", 0, -5.0), probe("a", 1, -4.5), probe("a", 3, -4.0)]  # E = 1.0
+    rows += [probe("c", s, v, "control") for s, v in
+             {0: -5.0, 1: -4.8, 2: -3.0, 3: -4.9}.items()]  # gain over steps 1, 3 = 0.2
+    out = metrics.specificity(pd.DataFrame(rows), window=3)
+    assert out["control_gain"] == pytest.approx(0.2) and out["specificity"] == pytest.approx(0.8)
+    # a control probed only at 0 and 4 is read at steps 1 and 3 by interpolation
+    sparse = [injection("a", 0)] + [probe("a", 0, -5.0), probe("a", 1, -4.5), probe("a", 3, -4.0)]
+    sparse += [probe("c", 0, -5.0, "control"), probe("c", 4, -4.6, "control")]
+    out = metrics.specificity(pd.DataFrame(sparse), window=3)
+    assert out["control_gain"] == pytest.approx(0.3) and out["control_missing"] == 0

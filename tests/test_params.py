@@ -39,6 +39,17 @@ def test_hash_is_stable_and_section_specific():
     assert a.section_hash() != b.section_hash()
 
 
+def test_fields_added_later_enter_the_hash_only_when_set():
+    # the hash of the defaults is the one recorded before optim.decay_fraction and
+    # probe.window_points existed (cached bases and finished runs keep their keys)
+    assert Params().section_hash("optim") == "d802ac0ab50d"
+    assert Params().section_hash("probe") == "2305bf481faa"
+    assert parse_params({"optim": {"decay_fraction": 0.5}}).section_hash("optim") != \
+        Params().section_hash("optim")
+    assert parse_params({"probe": {"window_points": 12}}).section_hash("probe") != \
+        Params().section_hash("probe")
+
+
 def test_extends_merges_over_the_parent(tmp_path):
     (tmp_path / "base.yaml").write_text("name: base\npretrain:\n  steps: 40\n  stages: {late: 40}\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\npretrain:\n  batch_size: 4\n")

@@ -8,6 +8,7 @@ from transformers import OlmoConfig, OlmoForCausalLM, PreTrainedTokenizerFast
 
 from factacq.errors import FactacqError
 from factacq.probe import choose_foils, encode_probes, encode_text, probe_schedule, score, \
+    window_offsets, \
     schedule_evaluations
 from factacq.schema import Item, Probe
 
@@ -193,6 +194,8 @@ class PP:
     window: int = 5
     every_step: bool = False
     log_points: int = 4
+    window_points: int | None = None
+    control_every: int = 1
 
 
 def test_probe_schedule_windows_and_log_tail():
@@ -217,3 +220,32 @@ def test_probe_schedule_windows_and_log_tail():
     n = schedule_evaluations(sched, {"a": 2, "b": 2, "c": 2})
     assert n == 2 * (len(a) + len(b) + len(c))
     assert schedule_evaluations(every, {"a": 2, "b": 2, "c": 2}) == 6 * 201
+
+
+def test_window_points_probe_log_spaced_steps_of_each_window():
+    assert window_offsets(PP(window=50, window_points=12)).tolist() == [
+        1, 2, 3, 4, 6, 8, 12, 17, 25, 35, 50]
+    assert window_offsets(PP(window=5)).tolist() == [1, 2, 3, 4, 5]  # every step (the paper's)
+    assert window_offsets(PP(window=5, window_points=9)).tolist() == [1, 2, 3, 4, 5]
+    plan = Plan((Ev(10, "a"), Ev(70, "a")), total_steps=300)
+    groups = {"a": "duplicate", "c": "control"}
+    sparse = probe_schedule(plan, PP(window=50, window_points=12), groups)
+    a = set(sparse["a"].tolist())
+    assert {10, 11, 12, 13, 14, 16, 18, 22, 27, 35, 45, 60, 70, 71, 120} <= a
+    assert not {15, 17, 19, 59, 61, 119} & a
+    every = probe_schedule(plan, PP(window=50), groups)
+    assert set(range(10, 61)) | set(range(70, 121)) <= set(every["a"].tolist())
+    assert len(sparse["a"]) < len(every["a"]) / 3
+    assert set(sparse["c"].tolist()) == a  # controls still at every step an item is probed at
+
+
+def test_control_every_probes_controls_at_every_kth_step_of_the_union():
+    plan = Plan((Ev(10, "a"), Ev(30, "a"), Ev(12, "b")), total_steps=200)
+    groups = {"a": "paraphrase", "b": "once", "c": "control"}
+    full = probe_schedule(plan, PP(), groups)["c"].tolist()
+    sparse = probe_schedule(plan, PP(control_every=4), groups)["c"].tolist()
+    # every 4th step of the union, plus step 0, the first injection (t_pre) and the last step
+    assert sparse == sorted(set(full[::4]) | {0, 10, full[-1]})
+    assert len(sparse) <= len(full) / 4 + 3
+    injected = probe_schedule(plan, PP(control_every=4), groups)
+    assert injected["a"].tolist() == probe_schedule(plan, PP(), groups)["a"].tolist()

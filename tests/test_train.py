@@ -14,7 +14,7 @@ from torch._dynamo.utils import counters  # what dynamo captured (frames, graphs
 from factacq.cli import main
 from factacq.corpus import prepare_corpus
 from factacq.errors import FactacqError
-from factacq.params import OptimParams, load_params
+from factacq.params import OptimParams, load_params, parse_params
 from factacq.checkpoint import load_checkpoint, save_checkpoint
 from factacq.pretrain import base_dir, base_key, pretrain, stage_path
 from factacq.train import (Batch, TrainState, lr_ratio, make_optimizer, make_scheduler, new_state,
@@ -40,6 +40,12 @@ def test_schedule_warmup_cosine_floor_and_decay_groups():
     assert lr_ratio(100, op, 100) == pytest.approx(0.1) == lr_ratio(500, op, 100)  # held, never 0
     lin = op.model_copy(update={"schedule": "linear"})
     assert lr_ratio(55, lin, 100) == pytest.approx(0.55)
+    # warmup-stable-decay: constant after the warmup, then linear to the floor over the last
+    # decay_fraction of the horizon (here steps 60..110), held there afterwards
+    wsd = OptimParams(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, schedule="wsd", decay_fraction=0.5)
+    assert [lr_ratio(s, wsd, 110) for s in (0, 9, 10, 59, 60)] == pytest.approx([0.1, 1, 1, 1, 1])
+    assert lr_ratio(85, wsd, 110) == pytest.approx(0.55)
+    assert lr_ratio(110, wsd, 110) == pytest.approx(0.1) == lr_ratio(999, wsd, 110)
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     opt = make_optimizer(model, op)
     assert [len(g["params"]) for g in opt.param_groups] == [1, 3]
@@ -202,11 +208,18 @@ def test_compile_option_trains_like_eager(tmp_path):
 
 
 def test_compile_option_keys_its_own_base_and_refuses_ddp(tmp_path):
-    params = load_params(ROOT / "params" / "default.yaml")
+    # the base sections of params/default.yaml as they were until issue 10 (a cosine base of 1000
+    # steps): eager hashes of the params sections are those from before the option (and before the
+    # fields added since, params.ADDED_FIELDS): d48443889139 keyed the base of the reference
+    # render made at 2def393 (keyed by these sections alone then; pretrain.base_key adds the
+    # documents and the tokenizer)
+    params = parse_params({
+        "tokenizer": {"vocab_size": 4096}, "model": {"preset": "tiny"},
+        "optim": {"lr": 3e-3, "betas": [0.9, 0.95], "weight_decay": 0.1, "warmup_steps": 50,
+                  "schedule": "cosine", "min_lr_ratio": 0.033, "total_steps": None},
+        "pretrain": {"seq_len": 128, "batch_size": 32, "steps": 1000,
+                     "stages": {"early": 150, "mid": 400, "late": 1000}, "log_every": 1, "seed": 0}})
     compiled = params.model_copy(update={"compile": True})
-    # eager hashes of the params sections are those from before the option: d48443889139 keyed the
-    # base of the reference render made at 2def393 (keyed by these sections alone then;
-    # pretrain.base_key adds the documents and the tokenizer) and is its params_hash today
     assert params.section_hash("corpus", "tokenizer", "model", "optim", "pretrain", "compile") == "d48443889139"
     assert base_key(compiled, "docs", "tok") != base_key(params, "docs", "tok")
     assert compiled.section_hash() != params.section_hash()
