@@ -36,6 +36,7 @@ import pandas as pd
 from factacq import figures, fits, metrics
 from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
+from factacq.files import read_run_table
 from factacq.params import SCENARIOS, AnalysisParams, Params, parse_params
 from factacq.replicates import pool_tables
 from factacq.report import RunReport, run_report
@@ -356,13 +357,7 @@ def load_table(run_dir: str | Path, name: str) -> pd.DataFrame:
     """One table of :data:`TABLES` from a run folder's tables/."""
     if name not in TABLES:
         raise FactacqError(f"load_table: unknown table {name!r} (one of {', '.join(TABLES)})")
-    path = Path(run_dir) / "tables" / f"{name}.csv"
-    if not path.is_file():
-        raise FactacqError(f"{path}: table not found; run `factacq analyze {run_dir}` first")
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:  # an empty table is written as an empty line, no header
-        return pd.DataFrame()
+    return read_run_table(run_dir, name)
 
 
 def load_tables(run_dir: str | Path) -> RunTables:

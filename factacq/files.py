@@ -99,3 +99,17 @@ def read_json_object(path: str | Path, what: str) -> dict:
         raise FactacqError(f"{path}: corrupt {what} (top level must be an object, got "
                            f"{type(data).__name__})")
     return data
+
+
+def read_run_table(run_dir: str | Path, name: str):
+    """tables/<name>.csv of a run folder as written by `factacq analyze` (an empty table, written
+    as an empty line with no header, is an empty frame); a missing one names the command to run."""
+    import pandas as pd  # deferred: the other readers here need only the standard library
+
+    path = Path(run_dir) / "tables" / f"{name}.csv"
+    if not path.is_file():
+        raise FactacqError(f"{path}: table not found; run `factacq analyze {run_dir}` first")
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()

@@ -7,8 +7,8 @@ metrics.bootstrap_samples and fits.retention_samples) reads the replicate back f
 (:func:`clusters_of`) and then resamples replicates first and items within them, so its intervals
 cover seeds as well as items.
 
-This module imports only runlog and errors (metrics and fits import it), and it reads the
-analysis tables with pandas itself (factacq.analyze imports metrics).
+This module imports only runlog, files and errors (metrics and fits import it); the analysis
+tables are read by files.read_run_table, as analyze.load_table reads them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from factacq.errors import FactacqError
+from factacq.files import read_run_table
 from factacq.runlog import load_run
 
 SEP = "::"
@@ -79,18 +80,7 @@ def pool_runs(run_dirs: list[Path | str]) -> pd.DataFrame:
     return pool_frames({name: load_run(d) for name, d in _labels(run_dirs)})
 
 
-def _read_table(run_dir: Path, name: str) -> pd.DataFrame:
-    # as analyze.load_table reads it (analyze imports metrics, which imports this module)
-    path = run_dir / "tables" / f"{name}.csv"
-    if not path.is_file():
-        raise FactacqError(f"{path}: table not found; run `factacq analyze {run_dir}` first")
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:  # an empty table is written as an empty line, no header
-        return pd.DataFrame()
-
-
 def pool_tables(run_dirs: list[Path | str], name: str) -> pd.DataFrame:
     """One per-probe table of `factacq analyze` (tables/<name>.csv, e.g. retainability_points or
     effectivity) of the replicates of one condition, pooled (:func:`pool_frames`)."""
-    return pool_frames({label: _read_table(d, name) for label, d in _labels(run_dirs)})
+    return pool_frames({label: read_run_table(d, name) for label, d in _labels(run_dirs)})
