@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 os.environ.setdefault("FACTACQ_PROGRESS", "0")
 
+from bench_train import gemm_peak  # noqa: E402
 from factacq.models import count_parameters  # noqa: E402
 from factacq.probe import EncodedProbes, score  # noqa: E402
 from transformers import OlmoConfig, OlmoForCausalLM  # noqa: E402
@@ -51,17 +52,6 @@ def build(shape: dict, device: str) -> OlmoForCausalLM:
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def gemm_peak(device: str, dtype: torch.dtype, n: int) -> float:
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    sync(device)
-    return 2 * n**3 * 10 / (time.perf_counter() - t0)
 
 
 def bench_train(shape: dict, device: str, micro: int, accum: int, steps: int) -> dict:
@@ -139,7 +129,7 @@ def worker(shape: dict, out: str) -> None:
         model, mode = FSDP(model, use_orig_params=True), "FSDP"
     else:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        model, mode = DDP(model, device_ids=[rank] if two_gpus else None), "DDP"
+        model, mode = DDP(model), "DDP"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, shape["vocab_size"], (2, shape["seq_len"]), device=device,
                       generator=torch.Generator(device).manual_seed(rank))
@@ -196,7 +186,7 @@ def main() -> int:
     device = "cpu" if args.dry_run else "cuda"
     shape, shape_name = (TOY, "toy") if args.dry_run else (OLMO_1B, "olmo1b")
     name = "CPU (dry run)" if args.dry_run else torch.cuda.get_device_name()
-    measured = gemm_peak(device, torch.bfloat16, 512 if args.dry_run else 8192)
+    measured = gemm_peak((512,) if args.dry_run else (8192,), repeats=10, device=device, dtype=torch.bfloat16)
     peak = next((v for k, v in BF16_PEAK.items() if k in name), measured)
     t0 = time.perf_counter()
     train = bench_train(shape, device, micro=2 if args.dry_run else 8, accum=2 if args.dry_run else 4,
