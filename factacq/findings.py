@@ -253,7 +253,7 @@ def _curves(points: pd.DataFrame, c: Condition) -> dict:
 
 def _r2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """R² of the least-squares line y = b − a·x for each row of y (NaN = no point)."""
-    a, b = fits._loglinear_batch(x, y)
+    a, b = fits.loglinear_batch(x, y)
     w = np.isfinite(y)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(w, y, 0).sum(1, keepdims=True) / w.sum(1, keepdims=True)
@@ -337,7 +337,7 @@ def f7_composition(c: Condition, value: str) -> list[dict]:
     missing = [k for k in PROBE_KINDS if k not in curves]
     if missing:
         raise FactacqError(f"no retainability points of kind(s) {missing}")
-    a = {k: (fits._loglinear_batch(x, full)[0], fits._loglinear_batch(x, boot)[0])
+    a = {k: (fits.loglinear_batch(x, full)[0], fits.loglinear_batch(x, boot)[0])
          for k, (x, full, boot, _) in curves.items()}
     diff = [a["composition"][i] - np.minimum(a[MEM][i], a["semantic"][i]) for i in (0, 1)]
     lo, hi = _interval(diff[1], c.opts.ci)
@@ -526,19 +526,25 @@ def run_findings(frame: pd.DataFrame, params: Params, name: str | None = None) -
 
 
 def findings_table(replicates: dict, compare: dict, main: str | None = None,
-                   params: Params | None = None) -> pd.DataFrame:
+                   params: Params | None = None, conditions: list[str] | None = None
+                   ) -> pd.DataFrame:
     """The findings table F1-F8 of a sweep: F1, F2, F3, F7, F8 on the ``main`` condition
-    (default: "default" if there is one, else the first), F4-F6 from ``compare``; ``params``
-    (optional) replaces every run's analysis options."""
+    (default: "default" if there is one, else the first) and on each of ``conditions`` (e.g. the
+    paper's data beside the generator's; the column "conditions" says whose row it is), F4-F6
+    from ``compare``; ``params`` (optional) replaces every run's analysis options."""
     if not replicates:
         raise FactacqError("findings_table: no conditions")
     main = main or ("default" if "default" in replicates else next(iter(replicates)))
     if main not in replicates:
         raise FactacqError(f"findings_table: main condition {main!r} is not one of {list(replicates)}")
-    needed = {main} | {m for _, label, _, _ in COMPARISONS for m in compare.get(label) or []}
+    singles = list(dict.fromkeys([main, *(conditions or [])]))
+    unknown = [name for name in singles if name not in replicates]
+    if unknown:
+        raise FactacqError(f"findings_table: conditions {unknown} are not among {list(replicates)}")
+    needed = set(singles) | {m for _, label, _, _ in COMPARISONS for m in compare.get(label) or []}
     conds = {name: load_condition(name, dirs, params) for name, dirs in replicates.items()
              if name in needed}  # only the conditions a finding uses are loaded
-    rows = _single_rows(conds[main])
+    rows = [row for name in singles for row in _single_rows(conds[name])]
     for finding, label, order, fn in COMPARISONS:
         rows += _compare_rows(finding, label, order, fn, compare, conds)
     return _table(rows)

@@ -185,7 +185,7 @@ def compare_models(points: pd.DataFrame, by=("scenario", "kind"), tokens_per_ste
 # bootstrap over items
 
 
-def _loglinear_batch(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def loglinear_batch(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares a, b of y = b − a·x for each row of y (NaN = no point); same solution as
     :func:`fit_loglinear`, vectorized for bootstrap samples."""
     w = np.isfinite(y)
@@ -225,8 +225,8 @@ def retention_samples(points: pd.DataFrame, n_boot: int = 1000, seed: int = 0, n
     with np.errstate(invalid="ignore", divide="ignore"):
         full = sums.sum(0, keepdims=True) / sizes.sum(0, keepdims=True)
         boot = resampled_means(sums, sizes, n_boot, seed, clusters_of(items))
-    a, b = _loglinear_batch(x, full)
-    a_s, b_s = _loglinear_batch(x, boot) if n_boot else (np.array([]), np.array([]))
+    a, b = loglinear_batch(x, full)
+    a_s, b_s = loglinear_batch(x, boot) if n_boot else (np.array([]), np.array([]))
     return {"a": float(a[0]), "x_intercept": float(_x_intercept(a, b)[0]), "a_samples": a_s,
             "x_intercept_samples": _x_intercept(a_s, b_s), "n_items": len(items)}
 
@@ -390,4 +390,4 @@ def learnability_threshold(source, tokens_per_step: float | None = None, value: 
 
 __all__ = ["DecayFit", "MODELS", "fit_loglinear", "fit_powerlaw", "fit_exponential",
            "compare_models", "bootstrap", "retention_samples", "compare_conditions",
-           "accumulation", "learnability_threshold"]
+           "accumulation", "learnability_threshold", "loglinear_batch"]

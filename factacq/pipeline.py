@@ -110,8 +110,10 @@ def _work_from(root: str | Path) -> None:
 
 def prepare_base(params: Params) -> Path | None:
     """Pretrain the condition's base (or reuse the cached one); None for a Hugging Face model."""
-    if params.model.name_or_path is not None:
-        print(f"{params.model.name_or_path} @ {params.model.revision or 'main'}: a hub model, nothing to pretrain")
+    mp = params.model
+    if mp.name_or_path is not None:
+        what = f"GGUF file {mp.gguf_file}" if mp.gguf_file else f"@ {mp.revision or 'main'}"
+        print(f"{mp.name_or_path} {what}: a pretrained model, nothing to pretrain")
         return None
     return pretrain(params)
 
@@ -286,6 +288,9 @@ class Sweep(BaseModel):
     conditions: list[Condition] = Field(min_length=1)
     # comparisons the cross-condition notebook draws: label -> list of condition names
     compare: dict[str, list[str]] = Field(default_factory=dict)
+    # conditions whose own findings (F1, F2, F3, F7, F8) the findings table gives besides the main
+    # condition's (default, else the first), e.g. the paper's data beside the generator's
+    findings: list[str] = Field(default_factory=list)
     # replicates: each condition runs once per seed, as <name>_seed<seed>, with the SEED_FIELDS
     # set to the seed; seed_base: pretrain.seed too (each seed then trains its own base)
     seeds: list[Annotated[StrictInt, Field(ge=0)]] | None = Field(None, min_length=1)
@@ -315,6 +320,9 @@ def load_sweep(path: str | Path) -> Sweep:
         unknown = sorted(set(members) - set(names))
         if unknown:
             raise FactacqError(f"{path}: compare.{label}: unknown condition(s) {unknown}")
+    unknown = sorted(set(sweep.findings) - set(names))
+    if unknown:
+        raise FactacqError(f"{path}: findings: unknown condition(s) {unknown}")
     seeds = sweep.seeds or []
     dupes = sorted({s for s in seeds if seeds.count(s) > 1})
     if dupes:
@@ -398,7 +406,7 @@ def run_sweep(sweep_path: str | Path, dry_run: bool = False, echo=None) -> Path:
         echo(f"[factacq] sweep {sweep.name}: condition {i}/{len(materialized)}: {params.name}")
         run_condition(root / path, echo=echo, root=root)
     parameters = {"sweep_dir": str(sweep_dir), "run_dirs": run_dirs, "replicates": replicates,
-                  "compare": sweep.compare, "root": str(root)}
+                  "compare": sweep.compare, "findings_conditions": sweep.findings, "root": str(root)}
     execute_notebook(CONDITIONS_NOTEBOOK, sweep_dir / "notebooks", parameters, cwd=root)
     echo(f"[factacq] sweep {sweep.name}: done; cross-condition notebook at "
          f"{sweep_dir / 'notebooks' / CONDITIONS_NOTEBOOK}")

@@ -24,8 +24,9 @@ import torch
 
 from factacq.corpus import load_documents, prepare_corpus
 from factacq.errors import FactacqError
-from factacq.hub import check_model_source, offline
+from factacq.hub import offline
 from factacq.knowledge import knowledge_from_params
+from factacq.model_source import check_source, resolve_source
 from factacq.models import build_model, count_parameters
 from factacq.params import GROUPS, SCENARIOS, Params
 from factacq.pretrain import base_cached
@@ -243,7 +244,7 @@ def preflight(params: Params) -> tuple:
         mp, ip = params.model, params.inject
         for field, value in (("model.name_or_path", mp.name_or_path), ("tokenizer.path", params.tokenizer.path)):
             if value is not None:
-                note = check_model_source(value, field)
+                note = check_source(value, field, mp.gguf_file)  # pkg: folders, GGUF files
                 notes += [note] if note else []
         stage_is_folder = (Path(ip.stage) / "state.json").is_file()
         if mp.name_or_path is None and ip.stage not in params.pretrain.stages and not stage_is_folder:
@@ -251,8 +252,8 @@ def preflight(params: Params) -> tuple:
                                f"({sorted(params.pretrain.stages)}) nor a checkpoint folder")
         ks, groups = knowledge_from_params(params)
         hub_tokenizer = params.tokenizer.path or mp.name_or_path
-        tokenizer_offline = (hub_tokenizer is not None and not Path(hub_tokenizer).expanduser().exists()
-                             and offline())
+        tokenizer_offline = (hub_tokenizer is not None and offline() and not Path(
+            resolve_source(hub_tokenizer, "tokenizer")).expanduser().exists())
         tokenizer = None
         if params.corpus.source.startswith("hf:") and offline():
             notes.append(f"corpus.source {params.corpus.source!r}: on the hub, not checked (the hub is offline)")

@@ -7,6 +7,8 @@ the tokenizer, stream and base caches are keyed by.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from factacq.atomic import atomic_dir
 from factacq.errors import FactacqError, first_line
+from factacq.model_source import check_gguf_support, gguf_of, resolve_source
 
 EOS = "<|endoftext|>"
 TRAINING_TEXT_HASH = "training_text.sha256"  # what the tokenizer was trained on, for audits
@@ -52,13 +55,35 @@ def train_tokenizer(documents, vocab_size: int, out_dir) -> PreTrainedTokenizerF
     return load_tokenizer(out_dir)
 
 
-def load_tokenizer(name_or_path, revision: str | None = None, trust_remote_code: bool = False):
+@functools.lru_cache(maxsize=2)
+def _gguf_tokenizer(source: str, gguf_file: str, revision, trust_remote_code: bool, stamp):
+    """A GGUF file's tokenizer, once per process and file version (``stamp``: its mtime and size):
+    transformers rebuilds it from the file's vocabulary, ~10 s for SmolLM2's 49,152 tokens, and a
+    run asks for it three times. Callers get a copy."""
+    return AutoTokenizer.from_pretrained(source, revision=revision, gguf_file=gguf_file,
+                                         trust_remote_code=trust_remote_code)
+
+
+def load_tokenizer(name_or_path, revision: str | None = None, trust_remote_code: bool = False,
+                   gguf_file: str | None = None):
+    """An HF tokenizer: a folder, a hub id or ``pkg:<package>``; from GGUF file ``gguf_file`` in it
+    (model.gguf_file; a folder without config.json: its single .gguf file), as the model loads."""
+    name = str(name_or_path)
+    source = resolve_source(name, "tokenizer")
+    gguf = gguf_of(name, gguf_file, "tokenizer")
+    if gguf is not None:
+        check_gguf_support(gguf)
     try:
-        tok = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision,
-                                            trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise FactacqError(f"tokenizer: cannot load {str(name_or_path)!r}: {first_line(exc)}"
-                           ) from None
+        if gguf is None:
+            tok = AutoTokenizer.from_pretrained(source, revision=revision,
+                                                trust_remote_code=trust_remote_code)
+        else:
+            file = Path(source).expanduser() / gguf
+            stamp = (file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else None
+            tok = copy.deepcopy(_gguf_tokenizer(source, gguf, revision, trust_remote_code, stamp))
+    except (OSError, ValueError, KeyError, IndexError, NotImplementedError) as exc:
+        what = f"GGUF file {gguf!r} in " if gguf else ""
+        raise FactacqError(f"tokenizer: cannot load {what}{name!r}: {first_line(exc)}") from None
     if tok.eos_token_id is None:
         raise FactacqError(f"tokenizer: {str(name_or_path)!r} has no eos token")
     if tok.pad_token_id is None:
@@ -78,15 +103,16 @@ def trains_on_documents(params) -> bool:
 
 
 def get_tokenizer(params, documents=None, cache: bool = True):
-    """The run's tokenizer: ``tokenizer.path`` if set; else an HF model's own (``model.name_or_path``);
-    else a BPE trained on ``documents`` (the train split of the background documents:
-    ``corpus.prepare_corpus`` passes them), cached under <cache_dir>/tokenizer/<hash>
+    """The run's tokenizer: ``tokenizer.path`` if set; else an HF model's own (``model.name_or_path``
+    and ``model.gguf_file``); else a BPE trained on ``documents`` (the train split of the background
+    documents: ``corpus.prepare_corpus`` passes them), cached under <cache_dir>/tokenizer/<hash>
     (``cache=False``: a cached one is used, a new one is not saved)."""
     if params.tokenizer.path:
         return load_tokenizer(params.tokenizer.path)
     if params.model.name_or_path:
         return load_tokenizer(params.model.name_or_path, revision=params.model.revision,
-                              trust_remote_code=params.model.trust_remote_code)
+                              trust_remote_code=params.model.trust_remote_code,
+                              gguf_file=params.model.gguf_file)
     if documents is None:
         raise ValueError("get_tokenizer: a BPE tokenizer is trained on the background documents; "
                          "pass them (the train split), or set tokenizer.path")

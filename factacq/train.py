@@ -103,11 +103,21 @@ def lr_ratio(step: int, op: OptimParams, total_steps: int) -> float:
     return op.min_lr_ratio + (1.0 - op.min_lr_ratio) * shape
 
 
+def run_lr_ratio(step: int, op: OptimParams, total_steps: int, constant_lr: float | None = None
+                 ) -> float:
+    """LR multiplier for run step ``step``: the schedule at ``op.start_step + step`` (or
+    ``constant_lr``), ramped up linearly over the first ``op.rewarm_steps`` steps."""
+    ratio = constant_lr / op.lr if constant_lr is not None else lr_ratio(op.start_step + step, op,
+                                                                          total_steps)
+    if step < op.rewarm_steps:
+        ratio *= (step + 1) / op.rewarm_steps
+    return ratio
+
+
 def make_scheduler(optimizer, op: OptimParams, total_steps: int, constant_lr: float | None = None):
-    """LambdaLR over :func:`lr_ratio`; ``constant_lr`` holds the LR at that value instead."""
-    if constant_lr is not None:
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: constant_lr / op.lr)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_ratio(step, op, total_steps))
+    """LambdaLR over :func:`run_lr_ratio`; ``constant_lr`` holds the LR at that value instead."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: run_lr_ratio(step, op, total_steps, constant_lr))
 
 
 def new_state(params: Params, vocab_size: int, eos_token_id: int | None, device: str) -> TrainState:

@@ -24,6 +24,7 @@ ARGV = {
     "analyze": ["analyze", "run"],
     "run": ["run", "p.yaml"],
     "sweep": ["sweep", "s.yaml"],
+    "convert-gguf": ["convert-gguf", "pkg:some_wheel", "--out", "hf"],
 }
 FACTACQ = Path(sys.executable).with_name("factacq")  # the console script pyproject.toml installs
 
@@ -81,7 +82,7 @@ def test_every_subcommand_reaches_its_function(monkeypatch):
         assert main(argv) == i  # the function's status is the command's
         assert len(calls) == 1 and calls[0].command == argv[0]
         assert getattr(calls[0], {"data inspect": "source", "resume": "run_dir", "analyze": "run_dir",
-                                  "sweep": "sweep"}.get(key, "params")) == argv[-1]
+                                  "sweep": "sweep", "convert-gguf": "out"}.get(key, "params")) == argv[-1]
     _fake(monkeypatch, "analyze", lambda args: None)
     assert main(["analyze", "run"]) == 0  # a function that returns nothing succeeded
 
@@ -96,6 +97,10 @@ def test_options_reach_the_function(monkeypatch):
     calls = _fake(monkeypatch, "inject", lambda args: 0)
     main(["inject", "p.yaml", "--out", "somewhere"])
     assert calls[0].out == "somewhere"
+    calls = _fake(monkeypatch, "convert-gguf", lambda args: 0)
+    main(["convert-gguf", "folder", "--gguf-file", "m.gguf", "--out", "hf"])
+    assert (calls[0].source, calls[0].gguf_file, calls[0].out, calls[0].revision) == \
+        ("folder", "m.gguf", "hf", None)
 
 
 def test_factacq_error_is_one_line_on_stderr_and_status_2(monkeypatch, capsys):

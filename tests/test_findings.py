@@ -312,6 +312,17 @@ def test_findings_table_of_a_sweep(tmp_path, pool_runs_available):
     assert rows(missing, "F3")["n_items"].iloc[0] == 16
     with pytest.raises(FactacqError, match="main condition 'nope'"):
         findings.findings_table(runs, compare, main="nope")
+    # a second condition's own findings (the paper's data beside the generator's): its rows follow
+    # the main condition's, named in "conditions", with its own statistics (here a 1.5x jump)
+    both = findings.findings_table(runs, compare, conditions=["late"])
+    f1 = rows(both, "F1")
+    assert [c.split(" ")[0].rstrip(":") for c in dict.fromkeys(f1["conditions"])] == ["default", "late"]
+    f8 = rows(both, "F8")
+    default_f8, late_f8 = (f8[f8["conditions"].str.startswith(n)] for n in ("default", "late"))
+    assert late_f8["value"].iloc[0] == pytest.approx(1.5 * default_f8["value"].iloc[0], rel=0.2)
+    assert len(both) == len(table) + len(table[table["finding"].isin(["F1", "F2", "F3", "F7", "F8"])])
+    with pytest.raises(FactacqError, match=r"conditions \['nope'\]"):
+        findings.findings_table(runs, compare, conditions=["nope"])
 
 
 def test_comparison_needs_matching_analysis_options(tmp_path):

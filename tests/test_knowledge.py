@@ -363,3 +363,53 @@ def test_knowledge_from_params_default():
     assert sorted(groups.values()) == sorted(["paraphrase", "duplicate", "once", "control"] * 3)
     default = KnowledgeParams()
     assert default.passage_words == (40, 70) and default.assign_order == "shuffle"
+
+
+def test_hf_source_falls_back_to_its_offline_copy(monkeypatch, paper_paraphrased_json):
+    """knowledge.offline_source: the hub out of reach -> the local copy, with the paper's split by
+    file order (params/miniature/paper_data.yaml); the hub in reach -> the hub, not the copy."""
+    from factacq import knowledge
+    from factacq.knowledge import knowledge_from_params
+    from factacq.params import parse_params
+
+    p = parse_params({"knowledge": {
+        "source": "hf:kaist-ai/fictional-knowledge", "offline_source": str(paper_paraphrased_json),
+        "assign": {"paraphrase": 40, "duplicate": 40, "once": 40, "control": 10},
+        "assign_order": "file"}})
+    monkeypatch.setattr(knowledge, "hub_reachable", lambda: False)
+    monkeypatch.setattr(knowledge, "load_hf", lambda *a, **k: pytest.fail("the hub was asked"))
+    ks, groups = knowledge_from_params(p)
+    assert len(ks) == 130 and ks.source == str(paper_paraphrased_json)
+    by_group = {g: [i for i in ks.ids if groups[i] == g] for g in set(groups.values())}
+    assert by_group["paraphrase"] == [f"fk-{i:03d}" for i in range(40)]
+    assert by_group["duplicate"][0] == "fk-040" and by_group["once"][-1] == "fk-119"
+    assert by_group["control"] == [f"fk-{i:03d}" for i in range(120, 130)]
+    hub_items = load_paper_json(paper_paraphrased_json)
+    monkeypatch.setattr(knowledge, "hub_reachable", lambda: True)
+    monkeypatch.setattr(knowledge, "load_hf", lambda dataset_id, split="train": hub_items)
+    assert knowledge_from_params(p)[0] is hub_items
+
+
+def test_hub_reachable_checks_a_connection_unless_offline(monkeypatch):
+    from factacq import hub
+
+    class Connection:
+        def close(self):
+            pass
+
+    def answer(result):
+        def connect(address, timeout):
+            assert address == ("huggingface.co", 443) and timeout == 3.0
+            if isinstance(result, Exception):
+                raise result
+            return result
+        return connect
+
+    for offline, connect, expected in [("HF_HUB_OFFLINE=1", answer(pytest.fail), False),
+                                       (None, answer(OSError("no route")), False),
+                                       (None, answer(Connection()), True)]:
+        hub.hub_reachable.cache_clear()
+        monkeypatch.setattr(hub, "hub_offline", lambda: offline)
+        monkeypatch.setattr(hub.socket, "create_connection", connect)
+        assert hub.hub_reachable() is expected
+    hub.hub_reachable.cache_clear()

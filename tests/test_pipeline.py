@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 
 from factacq import analyze, cli, knowledge, pipeline, schema
 from factacq.errors import FactacqError
+from factacq.model_source import GGUF_PACKAGES, PKG_PREFIX
 from factacq.params import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +47,22 @@ def offline_hub(monkeypatch, paper_paraphrased_json):
     monkeypatch.setattr(knowledge, "load_hf", fake_load_hf)
 
 
+def _missing_model_packages(params) -> str | None:
+    """Why a params file's model cannot load here: a GGUF file without the extra `real`, or a
+    pkg:<package> source (a model wheel) that is not installed; None when nothing is missing."""
+    name = params.model.name_or_path or ""
+    wanted = [name[len(PKG_PREFIX):]] if name.startswith(PKG_PREFIX) else []
+    wanted += list(GGUF_PACKAGES) if params.model.gguf_file else []
+    missing = [p for p in wanted if importlib.util.find_spec(p) is None]
+    return f"not installed: {', '.join(missing)} (README: the extra real)" if missing else None
+
+
 @pytest.mark.parametrize("path", CONDITIONS, ids=lambda p: str(p.relative_to(ROOT / "params")))
 def test_every_params_file_validates_and_dry_runs(path, offline_hub, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     params = load_params(path)
+    if _missing_model_packages(params):
+        pytest.skip(_missing_model_packages(params))
     if params.device == "cuda":  # a GPU preset: dry-run it as on a machine with CUDA
         import torch
 
@@ -135,7 +149,7 @@ def test_sweep_runs_conditions_once_and_renders_the_comparison(tmp_path, monkeyp
         "measure == 'logprob' and adjustment == 'raw' and model == 'loglinear'")
     merged = table.merge(fitted, on=["scenario", "kind"])
     assert len(merged) == len(table) > 0
-    # Two code paths: compare_decay's a is the closed-form least-squares slope (fits._loglinear_batch);
+    # Two code paths: compare_decay's a is the closed-form least-squares slope (fits.loglinear_batch);
     # fits.csv's is lmfit's leastsq (MINPACK: xtol = ftol = 1.5e-8, relative to the whole parameter
     # vector (a, b), with a forward-difference Jacobian) started from np.polyfit's solution. They agree
     # to ~1.5e-8 * max(|a|, |b|) (at most 1.6e-8 in 3000 random fits); rel=1e-9 was tighter than
@@ -238,6 +252,9 @@ def test_sweep_compare_names_conditions_not_their_seeds(tmp_path):
     path = _seed_sweep(tmp_path, seeds=[0, 1], compare={"ab": ["a_seed0", "b"]})
     with pytest.raises(FactacqError, match=r"compare\.ab: unknown condition\(s\) \['a_seed0'\]"):
         pipeline.load_sweep(path)
+    path = _seed_sweep(tmp_path, seeds=[0, 1], findings=["b", "c"])
+    with pytest.raises(FactacqError, match=r"findings: unknown condition\(s\) \['c'\]"):
+        pipeline.load_sweep(path)
 
 
 def test_sweep_with_seeds_dry_run_plans_and_passes_replicates(tmp_path, monkeypatch, capsys):
@@ -261,6 +278,7 @@ def test_sweep_with_seeds_dry_run_plans_and_passes_replicates(tmp_path, monkeypa
     assert rendered["replicates"] == {m: [str(sweep_dir / f"{m}_seed{s}") for s in (0, 2)] for m in "ab"}
     assert rendered["run_dirs"] == {m: str(sweep_dir / f"{m}_seed0") for m in "ab"}
     assert rendered["compare"] == {"ab": ["a", "b"]}
+    assert rendered["findings_conditions"] == []  # the findings of the main condition only
     rendered.clear()
     pipeline.run_sweep(_seed_sweep(tmp_path), echo=lambda m: None)  # no seeds: one folder each
     assert rendered["replicates"] == {m: [str(sweep_dir / m)] for m in "ab"}
