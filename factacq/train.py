@@ -127,7 +127,8 @@ def new_state(params: Params, vocab_size: int, eos_token_id: int | None, device:
     np.random.seed(params.pretrain.seed)
     mp = params.model
     if mp.name_or_path:
-        model = load_model(mp.name_or_path, mp.revision, mp.trust_remote_code, mp.dtype)
+        model = load_model(mp.name_or_path, mp.revision, mp.trust_remote_code, mp.dtype,
+                           gguf_file=mp.gguf_file)
     else:
         model = build_model(mp, vocab_size, params.pretrain.seq_len, eos_token_id)
     model.to(device)

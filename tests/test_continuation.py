@@ -112,3 +112,20 @@ def test_hf_folder_fresh_optimizer_rewarm_inject_probe(tmp_path):
     probes = frame[frame.record == "probe"]
     assert probes["step"].min() == 0 and probes["step"].max() == train["step"].max()
     assert lr_at_first_injection(frame) == pytest.approx(olmo_lr(1508, 1e-2, 10, 2000, "cosine"))
+
+
+def test_training_loads_the_named_gguf_file(monkeypatch):
+    """new_state passes model.gguf_file to the loader (a hub id or a folder of several GGUF files
+    needs the name; only a folder with a single one would load without it)."""
+    from factacq import train
+
+    seen = {}
+
+    def fake_load_model(name, revision=None, trust_remote_code=False, dtype=None, gguf_file=None):
+        seen.update(name=name, gguf_file=gguf_file)
+        return torch.nn.Linear(2, 2)
+
+    monkeypatch.setattr(train, "load_model", fake_load_model)
+    p = parse_params({"model": {"name_or_path": "org/some-model-GGUF", "gguf_file": "model.Q4_1.gguf"}})
+    train.new_state(p, vocab_size=10, eos_token_id=None, device="cpu")
+    assert seen == {"name": "org/some-model-GGUF", "gguf_file": "model.Q4_1.gguf"}
