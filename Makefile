@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv real demo test reproduce lab bench clean
+.PHONY: venv real demo test reproduce beyond lab bench clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,11 @@ demo: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/factacq sweep params/sweep_miniature.yaml
+
+# issue 12's experiments beyond the paper (learnability threshold, long tail, deduplication, a model
+# that predicts ℓ); the rendered notebook is outputs/beyond/notebooks/06_beyond.ipynb
+beyond: $(STAMP)
+	$(BIN)/factacq sweep params/sweep_beyond.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider

@@ -6,7 +6,9 @@ dataset. :func:`prepare_corpus` loads them, gets the tokenizer trained on their 
 tokenizes the documents, joins them with EOS, cuts the result into fixed-length rows and caches the
 tokens as a memory-mapped ``.npy``. Row position ``p`` of the stream is row ``perm_e[p % n_rows]``
 with ``e = p // n_rows`` and ``perm_e`` a permutation seeded by (seed, e): the same position gives
-the same row in every run, process and condition, for as many epochs as asked.
+the same row in every run, process and condition, for as many epochs as asked. An injection run may
+replace a seeded fraction of its rows by copies of a small pool (:func:`duplicate_sources`,
+``inject.duplicate_background``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from factacq.atomic import atomic_path
 from factacq.errors import FactacqError, first_line
 from factacq.files import iter_jsonl, read_text
 from factacq.hub import hub_offline, hub_offline_error, hub_offline_mode, is_offline_failure
-from factacq.params import CorpusParams, Params
+from factacq.params import CorpusParams, DuplicateBackground, Params
 from factacq.tokenizer import documents_hash, get_tokenizer, tokenizer_fingerprint
 
 # --------------------------------------------------------------------------- default mixture
@@ -244,8 +246,11 @@ class TokenStream:
         return self._perms[epoch]
 
     def row_indices(self, start: int, count: int) -> np.ndarray:
-        positions = np.arange(start, start + count, dtype=np.int64)
-        out = np.empty(count, dtype=np.int64)
+        return self.indices_at(np.arange(start, start + count, dtype=np.int64))
+
+    def indices_at(self, positions: np.ndarray) -> np.ndarray:
+        """The packed rows (indices into the token array's rows) at stream ``positions``."""
+        out = np.empty(len(positions), dtype=np.int64)
         for epoch in np.unique(positions // self.n_rows):
             mask = positions // self.n_rows == epoch
             out[mask] = self.permutation(int(epoch))[positions[mask] % self.n_rows]
@@ -255,17 +260,76 @@ class TokenStream:
         """Rows at stream positions [start, start + count) as a [count, seq_len] LongTensor."""
         if start < 0 or count < 0:
             raise FactacqError(f"corpus stream: bad row range start={start} count={count}")
-        idx = self.row_indices(start, count)
+        return self._gather(self.row_indices(start, count))
+
+    def rows_at(self, positions: np.ndarray) -> torch.LongTensor:
+        """Rows at the given stream positions (any order, repeats allowed) as a LongTensor."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.ndim != 1 or (positions < 0).any():
+            raise FactacqError("corpus stream: positions must be a 1-D array of row positions >= 0")
+        return self._gather(self.indices_at(positions))
+
+    def _gather(self, idx: np.ndarray) -> torch.LongTensor:
         offsets = idx[:, None] * self.seq_len + np.arange(self.seq_len)[None, :]
         return torch.from_numpy(np.asarray(self.tokens[offsets], dtype=np.int64))
 
-    def batch(self, step: int, batch_size: int, data_position: int = 0) -> torch.LongTensor:
-        """The rows of update ``step + 1`` of a run that starts at ``data_position``."""
-        return self.rows(data_position + step * batch_size, batch_size)
+    def batch(self, step: int, batch_size: int, data_position: int = 0,
+              duplicate: DuplicateBackground | None = None) -> torch.LongTensor:
+        """The rows of update ``step + 1`` of a run that starts at ``data_position``; with
+        ``duplicate`` (inject.duplicate_background), some of them copies of the run's pool rows
+        (:func:`duplicate_sources`, the pool starting at ``data_position``)."""
+        start = data_position + step * batch_size
+        if duplicate is None:
+            return self.rows(start, batch_size)
+        positions = np.arange(start, start + batch_size, dtype=np.int64)
+        return self.rows_at(duplicate_sources(positions, data_position, duplicate))
 
     def __repr__(self) -> str:
         return (f"TokenStream(n_rows={self.n_rows}, seq_len={self.seq_len}, "
                 f"tokens={len(self.tokens)}, seed={self.seed})")
+
+
+# --------------------------------------------------------------------------- background duplication
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer on a uint64 array (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _row_hash(seed: int, lane: int, positions: np.ndarray) -> np.ndarray:
+    """64 random bits per stream position, a pure function of (seed, lane, position): SplitMix64's
+    output at counter ``position`` from a state that (seed, lane) set."""
+    key = _mix64(np.array([seed % 2**64], dtype=np.uint64) ^ _mix64(np.array([lane], dtype=np.uint64)))
+    return _mix64(key + (positions.astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+
+
+def duplicate_sources(positions: np.ndarray, pool_start: int, dup: DuplicateBackground) -> np.ndarray:
+    """The stream position each row at ``positions`` is read from under background duplication:
+    the pool is the ``dup.pool`` rows at [pool_start, pool_start + pool) (an injection run's first
+    rows, from its start checkpoint's data_position); every row after the pool is replaced, with
+    probability ``dup.fraction``, by pool row h mod pool. Whether a row is replaced (u < fraction,
+    u the top 53 bits of one hash over 2^53) and by which pool row (a second hash) depend only on
+    (``dup.seed``, position), so a resumed or sharded run reads the same rows."""
+    positions = np.asarray(positions, dtype=np.int64)
+    u = (_row_hash(dup.seed, 0, positions) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    replaced = (u < dup.fraction) & (positions >= pool_start + dup.pool)
+    pick = (_row_hash(dup.seed, 1, positions) % np.uint64(dup.pool)).astype(np.int64)
+    return np.where(replaced, pool_start + pick, positions)
+
+
+def replaced_rows(start: int, count: int, dup: DuplicateBackground, chunk: int = 1 << 20) -> int:
+    """How many of the rows at stream positions [start, start + count) a run whose pool starts at
+    ``start`` reads as pool copies (:func:`duplicate_sources`)."""
+    n = 0
+    for a in range(start, start + count, chunk):
+        positions = np.arange(a, min(a + chunk, start + count), dtype=np.int64)
+        n += int((duplicate_sources(positions, start, dup) != positions).sum())
+    return n
 
 
 def _tokenize(docs: list[str], tokenizer, chunk: int = 256) -> np.ndarray:

@@ -12,6 +12,13 @@ writes one as PNG and PDF, :func:`save_figures` a dict of them.
 - :func:`fig_probe_trajectories`  ℓ of every probe of one item (for notebooks)
 - :func:`fig_stationarity`        background loss over the run
 - :func:`fig_loss_curve`          pretraining loss with the stage checkpoints
+- :func:`fig_net_acquisition`     issue 12 §1: net acquisition vs interval, its crossing and the
+                                  paper's reading (factacq.beyond.interval_experiment)
+- :func:`fig_frequency`           §2: final Δ and fraction acquired vs count
+                                  (beyond.frequency_experiment)
+- :func:`fig_dedup`               §3: E and a without vs with duplicates (beyond.dedup_comparison)
+- :func:`fig_predictive`          §4: measured vs predicted cohort trajectories
+                                  (beyond.predictive_model)
 """
 
 from __future__ import annotations
@@ -278,4 +285,136 @@ def fig_loss_curve(log: pd.DataFrame, stages: dict[str, int] | None = None):
     ax.set_xlabel(STEP_LABEL)
     ax.set_ylabel("training loss (nats/token)")
     ax.set_title("base pretraining")
+    return fig
+
+
+# ----------------------------------------------------------------- issue 12 (factacq.beyond)
+
+
+def _errorbar(ax, x, table, column, lo="lo", hi="hi", **kwargs):
+    y = table[column].to_numpy(dtype=float)
+    err = np.vstack([y - table[lo].to_numpy(dtype=float), table[hi].to_numpy(dtype=float) - y])
+    return ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), fmt="o-", ms=4, lw=1,
+                       capsize=2, **kwargs)
+
+
+def _log_ticks(ax, values):
+    """Log x axis ticked at the measured values, labelled as plain numbers."""
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(set(values)), [f"{v:g}" for v in sorted(set(values))])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+
+
+def _mark(ax, value, lo, hi, color, style, label):
+    """A vertical line at an estimate with its CI as a band (ends that are not finite: no band)."""
+    if not np.isfinite(value):
+        return
+    ax.axvline(value, color=color, ls=style, lw=1.2, label=label)
+    if np.isfinite(lo) and np.isfinite(hi):
+        ax.axvspan(lo, hi, color=color, alpha=0.12, lw=0)
+
+
+def fig_net_acquisition(result: dict):
+    """§1: net acquisition Δ(t_last + h) − Δ(t_first + h) vs interval (log x) with its CIs, the 0
+    line, the fitted net = A + B·log10(Δ + h) and its crossing (dashed, CI band), and the paper's
+    reading of the decay fit, x-intercept − h (dotted, CI band). `result`:
+    beyond.interval_experiment's dict."""
+    _theme()
+    net = result["net"].dropna(subset=["net"]).sort_values("interval")
+    threshold, paper, h = result["threshold"], result["paper"], result["horizon"]
+    fig, ax = plt.subplots(figsize=(4.8, 3.2), layout="constrained")
+    _errorbar(ax, net["interval"], net, "net", color="0.2", label="measured (CI)")
+    if threshold.get("fit") is not None:
+        top = max(net["interval"].max(), np.nan_to_num(threshold["threshold"]))
+        x = np.geomspace(net["interval"].min(), top, 100)
+        ax.plot(x, threshold["A"] + threshold["B"] * np.log10(x + h), color=INJECTION_COLOR,
+                lw=1, label="fit A + B·log10(Δ + h)")
+    _mark(ax, threshold["threshold"], threshold["lo"], threshold["hi"], INJECTION_COLOR, "--",
+          f"crossing {threshold['threshold']:.3g}")
+    _mark(ax, paper["prediction"], paper["lo"], paper["hi"], "#2166ac", ":",
+          f"paper reading {paper['prediction']:.3g}")
+    ax.axhline(0, color="0.3", lw=0.6)
+    _log_ticks(ax, net["interval"])
+    ax.set_xlabel("interval Δ between encounters (steps)")
+    ax.set_ylabel(f"net acquisition at h = {h} ({result['measure']})")
+    ax.set_title(f"{result['count']} encounters, reference: {result['reference']}")
+    ax.legend(fontsize="x-small")
+    return fig
+
+
+def fig_frequency(result: dict):
+    """§2: final Δ (left) and the fraction of items acquired (right; the chance level, 1 −
+    quantile, dashed) vs the number of encounters (log x), with CIs, a line per scenario. `result`:
+    beyond.frequency_experiment's dict."""
+    _theme()
+    table = result["table"].sort_values("count")
+    fig, (left, right) = _panels(2, width=3.4, sharey=False)
+    for scenario in _ordered(table["scenario"].unique()):
+        part = table[table["scenario"] == scenario]
+        _errorbar(left, part["count"], part, "final_delta", label=scenario)
+        _errorbar(right, part["count"], part, "acquired", "acquired_lo", "acquired_hi",
+                  label=scenario)
+    left.axhline(0, color="0.3", lw=0.6)
+    left.set_ylabel(f"final Δ ({result['measure']})")
+    right.axhline(result["chance"], color="0.4", ls="--", lw=0.8, label="chance (controls)")
+    right.set_ylim(-0.02, 1.02)
+    right.set_ylabel("fraction acquired")
+    right.set_title(f"contrast above the controls' q{result['quantile']:g}", fontsize="small")
+    right.legend(fontsize="x-small")
+    for ax in (left, right):
+        _log_ticks(ax, table["count"])
+        ax.set_xlabel("encounters (count)")
+    at = result["at"]
+    fig.suptitle("at the run's last step" if at == "final"
+                 else f"{at} steps after the last encounter")
+    return fig
+
+
+def fig_dedup(result: dict):
+    """§3: mean effectivity E (left) and decay constant a (right) per condition, one bar group per
+    scenario, with CIs. `result`: beyond.dedup_comparison's dict."""
+    _theme()
+    table = result["conditions"]
+    conditions = list(dict.fromkeys(table["condition"]))
+    scenarios = _ordered(table["scenario"].unique())
+    fig, axes = _panels(2, width=3.2, sharey=False)
+    width = 0.8 / max(len(scenarios), 1)
+    for ax, (column, label) in zip(axes, (("mean_effectivity", "effectivity E"),
+                                          ("a", "decay constant a"))):
+        for j, scenario in enumerate(scenarios):
+            part = table[table["scenario"] == scenario].set_index("condition").reindex(conditions)
+            y = part[column].to_numpy(dtype=float)
+            err = np.vstack([y - part[f"{column}_lo"].to_numpy(dtype=float),
+                             part[f"{column}_hi"].to_numpy(dtype=float) - y])
+            x = np.arange(len(conditions)) + (j - (len(scenarios) - 1) / 2) * width
+            ax.bar(x, y, width=width, yerr=np.where(np.isfinite(err), err, 0), capsize=2,
+                   label=str(scenario))
+        ax.set_xticks(np.arange(len(conditions)), conditions)
+        ax.set_ylabel(f"{label} ({result['measure']})")
+        ax.axhline(0, color="0.3", lw=0.6)
+    axes[0].legend(title="scenario", fontsize="x-small")
+    return fig
+
+
+def fig_predictive(result: dict):
+    """§4: measured mean Δ (points) and the best superposition model's prediction (lines) vs steps
+    since the first encounter, fit cohorts (left) and held-out cohorts (right).
+    `result`: beyond.predictive_model's dict."""
+    _theme()
+    curves = result["curves"]
+    fig, axes = _panels(2, width=4.0)
+    for ax, role in zip(axes, ("fit", "held-out")):
+        part = curves[curves["role"] == role]
+        names = list(dict.fromkeys(part["cohort"]))
+        for color, name in zip(sns.color_palette("colorblind", max(len(names), 1)), names):
+            line = part[part["cohort"] == name].sort_values("since_first")
+            ax.plot(line["since_first"], line["measured"], "o", ms=2.5, color=color, alpha=0.7)
+            ax.plot(line["since_first"], line["predicted"], "-", lw=1.2, color=color, label=name)
+        ax.set_title(f"{role} cohorts")
+        ax.set_xlabel("steps since the first encounter")
+        ax.legend(fontsize="x-small")
+    best = result["best"]
+    axes[0].set_ylabel(f"mean Δ ({result['measure']})")
+    fig.suptitle(f"superposition model {best['kernel']}/{best['gain']}: points measured, "
+                 f"lines predicted")
     return fig

@@ -365,6 +365,16 @@ def learnability_threshold(source, tokens_per_step: float | None = None, value: 
     - `source` a dict interval -> run-log frame (an injection-interval sweep): a dict with `table`
       (per interval: :func:`accumulation` with its CI; `accumulates` = the CI's lower end > 0)
       and `threshold_interval`, the largest interval at which ℓ still accumulates (None if none).
+
+    The sweep form is net acquisition at horizon 0 (ℓ(t_N) − ℓ(t_1) = Δℓ(t_last) − Δℓ(t_first),
+    paired within items), one run per interval, read as the last interval whose CI lies above 0.
+    factacq.beyond.interval_experiment is the same statistic inside one run (cohorts of different
+    intervals) at any horizon h (superposition.net_acquisition), with the crossing fitted between
+    intervals; at h = 0 its per-interval net is this table's mean (for items with equal numbers of
+    probes; tests/test_beyond.py) and its `last_positive_interval` this `threshold_interval`.
+    beyond.paper_reading_threshold turns the DecayFit form into an interval (x-intercept +
+    t_LAM − t_i − h).
+    This one stays here because fits cannot import superposition (superposition imports fits).
     """
     if isinstance(source, DecayFit):
         if not tokens_per_step:

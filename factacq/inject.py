@@ -24,7 +24,7 @@ import torch
 from factacq import checkpoint
 from factacq import distributed as D
 from factacq.atomic import atomic_path
-from factacq.corpus import prepare_corpus
+from factacq.corpus import prepare_corpus, replaced_rows
 from factacq.errors import FactacqError
 from factacq.knowledge import knowledge_from_params
 from factacq.params import Params, dump_params, load_params, parse_params, project_root, working_dir
@@ -102,7 +102,8 @@ class _Run:
 
     def batch(self, step: int, base_position: int, records: list, global_step: int):
         """The batch of update step + 1 (this rank's shard), with the planned injections."""
-        ids = self.stream.batch(step, self.batch_size, base_position)
+        ids = self.stream.batch(step, self.batch_size, base_position,
+                                self.params.inject.duplicate_background)
         events = self.plan.at(step)
         background = torch.ones(self.batch_size, dtype=torch.bool)
         if events:
@@ -112,7 +113,8 @@ class _Run:
             for ev, row in zip(events, rows):
                 records.append({"run_id": self.run_id, "record": "injection", "step": step,
                                 "global_step": global_step, "item_id": ev.item_id,
-                                "scenario": ev.scenario, "text_index": ev.text_index, "row": row})
+                                "scenario": ev.scenario, "text_index": ev.text_index, "row": row,
+                                "cohort": ev.cohort})
         return Batch(ids[self.shard], background[self.shard])
 
 
@@ -252,8 +254,19 @@ def _start(run: _Run, load_device: str) -> tuple:
             "tokens_per_step": run.batch_size * run.seq_len,
             "plan": run.plan.to_dict(),
             "probe_steps": {i: s.tolist() for i, s in run.schedule.items()},
-            "provenance": provenance(run.device)})
+            "provenance": provenance(run.device), **_background_record(run, position)})
     return state, base, 0
+
+
+def _background_record(run: _Run, position: int) -> dict:
+    """With inject.duplicate_background: the pool's first stream row and how many of the run's
+    rows are pool copies (before the surgery writes knowledge over some rows); else nothing."""
+    dup = run.params.inject.duplicate_background
+    if dup is None:
+        return {}
+    rows = run.plan.total_steps * run.batch_size
+    return {"background": {"pool_start": position, "rows": rows,
+                           "replaced_rows": replaced_rows(position, rows, dup)}}
 
 
 def _restart(run: _Run, resume_from: Path, load_device: str) -> tuple:

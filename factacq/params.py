@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
+                      ValidationError, field_validator, model_validator)
 
 from factacq.errors import FactacqError
 
@@ -42,10 +42,13 @@ def _safe_name(value: str) -> str:
 SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
-# (section, field) added after hashes were first recorded (see Params.section_hash)
+# (section, [sub-field, ...] field) added after hashes were first recorded (see Params.section_hash)
 ADDED_FIELDS = (("optim", "decay_fraction"), ("probe", "window_points"),
                 ("probe", "control_every"), ("optim", "start_step"), ("optim", "rewarm_steps"),
-                ("knowledge", "offline_source"), ("model", "gguf_file"))
+                ("knowledge", "offline_source"), ("model", "gguf_file"),
+                ("inject", "paraphrase", "span"), ("inject", "paraphrase", "align"),
+                ("inject", "duplicate", "span"), ("inject", "duplicate", "align"),
+                ("inject", "duplicate_background"))
 
 
 class Section(BaseModel):
@@ -183,9 +186,87 @@ class PretrainParams(Section):
         return self
 
 
+DEFAULT_INTERVAL = 100  # a schedule's interval when it gives neither interval nor span
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _positive_ints(value, info):
+    """count / interval: an int >= 1 or a non-empty list of them (a scalar stays a scalar, so the
+    params of single-cohort files hash as before); interval may be null. Strict, as the rest."""
+    if value is None and info.field_name == "interval":
+        return value
+    if _positive_int(value) or (isinstance(value, list) and value and all(map(_positive_int, value))):
+        return value
+    got = f" (got {value!r})" if isinstance(value, list) else ""
+    raise ValueError(f"{info.field_name} is an int >= 1 or a non-empty list of them{got}")
+
+
 class ScenarioSchedule(Section):
-    count: int = Field(10, ge=1)
-    interval: int = Field(100, ge=1)
+    """The encounters of the items of one scenario group (factacq.plan). Several counts or
+    intervals make several cohorts in one group: every count x every interval (or every count with
+    span), the group's items dealt to them round-robin in injection order (docs/architecture.md,
+    "Plan")."""
+
+    # encounters per item: an int, or a list of them (one cohort each)
+    count: Annotated[int | list[int], BeforeValidator(_positive_ints)] = 10
+    # steps between consecutive encounters: an int, or a list of them (one cohort each); null: 100
+    # (DEFAULT_INTERVAL) without span. Not together with span.
+    interval: Annotated[int | list[int] | None, BeforeValidator(_positive_ints)] = None
+    # spread each count's encounters evenly over this many steps instead of a fixed interval:
+    # offsets round((j + 1/2) * span / count), j = 0 .. count - 1 (round half to even): each in
+    # the middle of its 1/count of the span, so frequency and spacing move together as in a real
+    # corpus and every count has the same mean encounter step; span >= every count
+    span: int | None = Field(None, ge=1)
+    # "start": every cohort's first encounter at offset 0; "end": each cohort shifted so that all
+    # cohorts of the group have their last encounter at the same offset (the latest of them)
+    align: Literal["start", "end"] = "start"
+
+    @field_validator("span")
+    @classmethod
+    def _span_alone(cls, span, info):
+        if span is None:
+            return span
+        if info.data.get("interval") is not None:
+            raise ValueError(f"span and interval are both set (interval {info.data['interval']!r}): "
+                             f"span sets the spacing of each count itself; give one of them")
+        count = info.data.get("count")
+        big = [c for c in (count if isinstance(count, list) else [count]) if c is not None and c > span]
+        if big:
+            raise ValueError(f"span is shorter than count {big[0]}: a cohort spread over span steps "
+                             f"has at most span encounters")
+        return span
+
+    @model_validator(mode="after")
+    def _default_interval(self):
+        if self.span is None and self.interval is None:
+            object.__setattr__(self, "interval", DEFAULT_INTERVAL)
+        return self
+
+    @property
+    def counts(self) -> list[int]:
+        return self.count if isinstance(self.count, list) else [self.count]
+
+    @property
+    def intervals(self) -> list[int]:
+        """The intervals (empty with span)."""
+        if self.interval is None:
+            return []
+        return self.interval if isinstance(self.interval, list) else [self.interval]
+
+
+class DuplicateBackground(Section):
+    """Background duplication in the injection run (factacq.corpus.duplicate_sources)."""
+
+    # the share of the run's background rows (after the pool's own rows) replaced by a pool row
+    fraction: float = Field(gt=0, lt=1)
+    # the pool: the first `pool` rows of the run's own background range (from the start
+    # checkpoint's data_position); every replaced row is a copy of one of them
+    pool: int = Field(ge=1)
+    # which rows are replaced, and by which pool row: a pure function of (seed, stream row index)
+    seed: int = 0
 
 
 class InjectParams(Section):
@@ -193,6 +274,8 @@ class InjectParams(Section):
 
     stage: str = "late"  # a pretrain stage name, or a model path for HF models
     first_step: int = Field(1, ge=1)  # run step of the first injection (t_pre = first_step)
+    # count encounters interval steps apart; lists of counts and intervals (or span) make cohorts
+    # in one group, e.g. {count: 4, interval: [10, 25, 50, 100], align: end} (ScenarioSchedule)
     paraphrase: ScenarioSchedule = ScenarioSchedule()
     duplicate: ScenarioSchedule = ScenarioSchedule()
     # the once group is injected a single time, at first_step
@@ -212,6 +295,9 @@ class InjectParams(Section):
     # under torchrun: ddp replicates the model; fsdp shards parameters, gradients and optimizer
     # state over the ranks (for models that do not fit one device)
     parallel: Literal["ddp", "fsdp"] = "ddp"
+    # replace a seeded fraction of the run's background rows by copies of a few rows (the same steps,
+    # rows and tokens, fewer unique rows), e.g. {fraction: 0.1, pool: 40}; null: off (the plain stream)
+    duplicate_background: DuplicateBackground | None = None
 
 
 class ProbeParams(Section):
@@ -280,10 +366,13 @@ class Params(Section):
             sections = tuple(s for s in sections if s != "compile")
         # fields added later enter the hash only when they differ from their default, so the
         # params, bases and runs keyed before them keep their hashes
-        for section, name in ADDED_FIELDS:
-            field = type(getattr(self, section)).model_fields[name]
-            if data[section][name] == field.get_default(call_default_factory=True):
-                del data[section][name]
+        for *where, name in ADDED_FIELDS:
+            model, part = self, data
+            for key in where:
+                model, part = getattr(model, key), part[key]
+            field = type(model).model_fields[name]
+            if part[name] == field.get_default(call_default_factory=True):
+                del part[name]
         if sections:
             data = {s: data[s] for s in sections}
         blob = json.dumps(data, sort_keys=True).encode()

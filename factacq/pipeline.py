@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import pandas as pd
 import torch
@@ -36,6 +36,7 @@ from factacq.train import Batch, keep_freed_memory, new_state, train_step
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 CONDITION_NOTEBOOKS = ("01_pretrain.ipynb", "02_inject.ipynb", "03_acquisition.ipynb", "04_forgetting.ipynb")
 CONDITIONS_NOTEBOOK = "05_conditions.ipynb"
+BEYOND_NOTEBOOK = "06_beyond.ipynb"
 COMPLETE = "COMPLETE.json"
 CONDITION = "condition.json"  # the sidecar that marks a condition folder as made by factacq
 # the folder this process started in (a notebook's kernel: the notebook's own folder), against
@@ -91,6 +92,36 @@ def sweep_setup(sweep_dir: str | None, run_dirs: dict, root: str = "..",
     if replicates is None:
         return out
     return (*out, {name: [Path(d).resolve() for d in ds] for name, ds in replicates.items()})
+
+
+def beyond_setup(sweep_dir: str | None, replicates: dict, root: str = "..",
+                 params_path: str | None = None) -> tuple[Path, dict]:
+    """First cell of the beyond-the-paper notebook (06): returns the sweep folder and condition ->
+    run folders of its seeds. A run folder of None (the notebook's defaults, for nbval) is the
+    injection run of the params at ``params_path``, run here if it is not there yet (its base
+    pretrained or reused first); a sweep_dir of None is <output_dir>/<name>_sweep of those params.
+    The experiments read run logs and run.json plans only, not the per-run analysis tables."""
+    _work_from(root)
+    folders = [d for ds in replicates.values() for d in ds]
+    if sweep_dir is None or None in folders:
+        if params_path is None:
+            raise FactacqError("beyond_setup: a sweep_dir or run folder of None needs params_path")
+        params = load_params(params_path)
+        default = params.run_dir
+        sweep_dir = default.with_name(f"{default.name}_sweep") if sweep_dir is None else sweep_dir
+        if None in folders:
+            mark_condition_folder(default, params, params_path)
+            prepare_base(params)
+            ensure_injection_run(params, default)
+        replicates = {name: [default if d is None else d for d in ds]
+                      for name, ds in replicates.items()}
+    missing = [f"{name} ({d})" for name, ds in replicates.items() for d in ds
+               if not (Path(d) / "run.json").is_file()]
+    if missing:
+        raise FactacqError(f"conditions without a run (run.json): {missing}")
+    Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+    return Path(sweep_dir).resolve(), {name: [Path(d).resolve() for d in ds]
+                                       for name, ds in replicates.items()}
 
 
 def _work_from(root: str | Path) -> None:
@@ -295,6 +326,11 @@ class Sweep(BaseModel):
     # set to the seed; seed_base: pretrain.seed too (each seed then trains its own base)
     seeds: list[Annotated[StrictInt, Field(ge=0)]] | None = Field(None, min_length=1)
     seed_base: StrictBool = False
+    # the cross-condition notebook rendered after the runs: 05_conditions (the paper's findings
+    # F1-F8) or 06_beyond (issue 12's experiments: params/sweep_beyond.yaml)
+    notebook: Literal["05_conditions.ipynb", "06_beyond.ipynb"] = CONDITIONS_NOTEBOOK
+    # further papermill parameters of that notebook (06's horizon, fitted and held-out cohorts, ...)
+    notebook_parameters: dict = Field(default_factory=dict)
 
 
 # the params fields a sweep's seeds set (and, with seed_base, BASE_SEED_FIELD); analysis.seed, the
@@ -323,6 +359,7 @@ def load_sweep(path: str | Path) -> Sweep:
     unknown = sorted(set(sweep.findings) - set(names))
     if unknown:
         raise FactacqError(f"{path}: findings: unknown condition(s) {unknown}")
+    check_notebook_parameters(path, sweep)
     seeds = sweep.seeds or []
     dupes = sorted({s for s in seeds if seeds.count(s) > 1})
     if dupes:
@@ -331,6 +368,28 @@ def load_sweep(path: str | Path) -> Sweep:
         raise FactacqError(f"{path}: seed_base: true needs seeds")
     replicate_conditions(path, sweep)  # a condition's overrides must leave the seeds' fields alone
     return sweep
+
+
+# the cross-condition notebook's parameters that factacq sweep sets itself
+SWEEP_PARAMETERS = ("sweep_dir", "run_dirs", "replicates", "compare", "root", "findings_conditions")
+
+
+def check_notebook_parameters(path: Path, sweep: Sweep) -> None:
+    """A sweep's notebook_parameters must be parameters of its notebook (its `parameters` cell),
+    other than those factacq sweep sets itself; one line naming the first that is not."""
+    import papermill  # deferred: papermill (and the Jupyter client it starts) only for notebooks
+
+    given = sweep.notebook_parameters
+    if not given:
+        return
+    clash = sorted(set(given) & set(SWEEP_PARAMETERS))
+    if clash:
+        raise FactacqError(f"{path}: notebook_parameters.{clash[0]}: set by factacq sweep itself")
+    known = papermill.inspect_notebook(str(NOTEBOOKS_DIR / sweep.notebook))
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise FactacqError(f"{path}: notebook_parameters.{unknown[0]}: not a parameter of "
+                           f"{sweep.notebook} (its parameters: {', '.join(sorted(known))})")
 
 
 def replicate_conditions(sweep_path: str | Path, sweep: Sweep) -> dict[str, list[Condition]]:
@@ -406,10 +465,12 @@ def run_sweep(sweep_path: str | Path, dry_run: bool = False, echo=None) -> Path:
         echo(f"[factacq] sweep {sweep.name}: condition {i}/{len(materialized)}: {params.name}")
         run_condition(root / path, echo=echo, root=root)
     parameters = {"sweep_dir": str(sweep_dir), "run_dirs": run_dirs, "replicates": replicates,
-                  "compare": sweep.compare, "findings_conditions": sweep.findings, "root": str(root)}
-    execute_notebook(CONDITIONS_NOTEBOOK, sweep_dir / "notebooks", parameters, cwd=root)
+                  "compare": sweep.compare, "root": str(root), **sweep.notebook_parameters}
+    if sweep.notebook == CONDITIONS_NOTEBOOK:
+        parameters["findings_conditions"] = sweep.findings
+    execute_notebook(sweep.notebook, sweep_dir / "notebooks", parameters, cwd=root)
     echo(f"[factacq] sweep {sweep.name}: done; cross-condition notebook at "
-         f"{sweep_dir / 'notebooks' / CONDITIONS_NOTEBOOK}")
+         f"{sweep_dir / 'notebooks' / sweep.notebook}")
     return sweep_dir
 
 

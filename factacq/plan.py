@@ -2,7 +2,8 @@
 
 - :func:`build_plan` / :func:`plan_of`: which item is injected at which run step (an
   :class:`InjectionPlan` of :class:`Injection` events) and where the run ends, with the refusals
-  that must come before any training (docs/architecture.md, "Injection runs").
+  that must come before any training (docs/architecture.md, "Injection runs"); the cohorts of a
+  scenario group (:func:`cohorts_of`) and every item's schedule as a table (:func:`item_schedules`).
 - :func:`choose_rows` and :func:`inject_rows`: the batch surgery, which writes a passage + EOS at
   the front of a seeded choice of batch rows.
 - :func:`preflight` and :func:`describe_plan`: every input checked, and the run's size, without
@@ -17,9 +18,11 @@ import math
 
 from collections import Counter
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from factacq.corpus import load_documents, prepare_corpus
@@ -28,7 +31,7 @@ from factacq.hub import offline
 from factacq.knowledge import knowledge_from_params
 from factacq.model_source import check_source, resolve_source
 from factacq.models import build_model, count_parameters
-from factacq.params import GROUPS, SCENARIOS, Params
+from factacq.params import GROUPS, SCENARIOS, Params, ScenarioSchedule
 from factacq.pretrain import base_cached
 from factacq.probe import probe_schedule, schedule_evaluations
 from factacq.tokenizer import get_tokenizer
@@ -44,6 +47,48 @@ class Injection:
     item_id: str
     scenario: str
     text_index: int  # 0 = the passage, k = paraphrase k
+    cohort: str = ""  # the item's cohort in its group (see :func:`cohorts_of`; "explicit", "1x")
+
+
+# the cohort of an item whose steps inject.explicit gives
+EXPLICIT = "explicit"
+# the label of a cohort of single encounters (and of the once group)
+SINGLE = "1x"
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """One schedule of a scenario group: ``offsets`` (steps after the item's start,
+    first_step + n * stagger, alignment included) and its ``label``: "<count>x<interval>" (count
+    encounters interval steps apart), "<count>/<span>" (count encounters spread evenly over span
+    steps) or "1x" (a single encounter)."""
+
+    label: str
+    offsets: tuple[int, ...]
+
+
+def cohorts_of(schedule: ScenarioSchedule) -> list[Cohort]:
+    """The cohorts of a scenario group's schedule: every count x every interval, in that order, or
+    every count with ``span``: offsets round((j + 1/2) * span / count), half to even, each encounter
+    in the middle of its 1/count of the span (every count then has the same mean encounter step).
+    Cohorts with the same offsets collapse into the first (count 1 with several intervals is one
+    "1x" cohort). With ``align: end`` each cohort is shifted so that all end on the latest last
+    offset among them."""
+    raw: dict[tuple[int, ...], str] = {}
+    for count in schedule.counts:
+        if schedule.span is not None:
+            spread = [(tuple(round(Fraction((2 * j + 1) * schedule.span, 2 * count))
+                             for j in range(count)), f"{count}/{schedule.span}")]
+        else:
+            spread = [(tuple(k * interval for k in range(count)), f"{count}x{interval}")
+                      for interval in schedule.intervals]
+        for offsets, label in spread:
+            raw.setdefault(offsets, SINGLE if count == 1 else label)
+    cohorts = [Cohort(label, offsets) for offsets, label in raw.items()]
+    if schedule.align == "end":
+        end = max(c.offsets[-1] for c in cohorts)
+        cohorts = [Cohort(c.label, tuple(o + end - c.offsets[-1] for o in c.offsets)) for c in cohorts]
+    return cohorts
 
 
 class InjectionPlan:
@@ -88,6 +133,37 @@ def injection_order(groups: dict[str, str]) -> list[str]:
     return order
 
 
+ITEM_SCHEDULE_COLUMNS = ["item_id", "scenario", "cohort", "count", "interval", "first_step",
+                         "last_step", "steps"]
+
+
+def item_schedules(plan: InjectionPlan | dict) -> pd.DataFrame:
+    """One row per injected item of ``plan`` (an :class:`InjectionPlan`, or the plan dict of a
+    run.json, ``InjectionPlan.to_dict()``), in the order of their first injection: item_id,
+    scenario, cohort (None in the plan of a run from before cohorts), count (encounters),
+    interval (mean steps between consecutive encounters; NaN for a single one), first_step,
+    last_step, steps (the list of its injection steps)."""
+    if isinstance(plan, InjectionPlan):
+        events = [asdict(e) for e in plan.events]
+    elif isinstance(plan, dict) and isinstance(plan.get("events"), list):
+        events = plan["events"]
+    else:
+        raise FactacqError(f"item_schedules: expected an InjectionPlan or a run.json plan (a dict with "
+                           f"'events'), got {type(plan).__name__}")
+    items: dict[str, dict] = {}
+    for ev in sorted(events, key=lambda e: e["step"]):
+        row = items.setdefault(ev["item_id"], {"item_id": ev["item_id"], "scenario": ev["scenario"],
+                                               "cohort": ev.get("cohort"), "steps": []})
+        row["steps"].append(int(ev["step"]))
+    for row in items.values():
+        steps = row["steps"]
+        row.update(count=len(steps), first_step=steps[0], last_step=steps[-1],
+                   interval=(steps[-1] - steps[0]) / (len(steps) - 1) if len(steps) > 1 else math.nan)
+    frame = pd.DataFrame(list(items.values()), columns=ITEM_SCHEDULE_COLUMNS)
+    return frame.astype({"count": "int64", "first_step": "int64", "last_step": "int64",
+                         "interval": "float64"})
+
+
 def _text_length(passage_lengths: dict | None, item_id: str, k: int) -> int | None:
     if not passage_lengths:
         return None
@@ -114,11 +190,13 @@ def in_params(params: Params, exc: FactacqError) -> FactacqError:
 def plan_of(params: Params, ks, groups: dict[str, str],
             passage_lengths: dict[str, int] | None = None) -> InjectionPlan:
     """The injection plan of ``params``: presets per scenario (paraphrase: text k at encounter k;
-    duplicate: the passage every time; once: a single time), ``stagger`` steps between consecutive
-    items' first injections, ``explicit`` per-item steps. Refuses, before any training, a step past
-    the end of training, a step that needs more than ``max_row_fraction`` of the batch's rows, and
-    (when ``passage_lengths`` gives token counts, keyed "item/k" or "item") a passage + EOS longer
-    than a row."""
+    duplicate: the passage every time; once: a single time), the paraphrase and duplicate items
+    dealt round-robin to their group's cohorts (:func:`cohorts_of`), ``stagger`` steps between
+    consecutive items' starts, ``explicit`` per-item steps. Refuses, before any training, a group
+    with fewer items than cohorts, a step past the end of training, a background pool larger than
+    the run, a step that needs more than ``max_row_fraction`` of the batch's rows, and (when
+    ``passage_lengths`` gives token counts, keyed "item/k" or "item") a passage + EOS longer than a
+    row."""
     ip = params.inject
     batch_size = params.run_batch_size
     seq_len = params.pretrain.seq_len
@@ -131,17 +209,28 @@ def plan_of(params: Params, ks, groups: dict[str, str],
                                f"injected (choose a paraphrase, duplicate or once item)")
         if len(set(steps)) != len(steps) or any(s < 0 for s in steps) or not steps:
             raise FactacqError(f"inject.explicit.{item_id}: steps must be distinct and >= 0, got {steps}")
+    order = injection_order(groups)
+    # each group's cohorts, and its items (but for explicit ones) dealt to them round-robin
+    cohort_of: dict[str, Cohort] = {}
+    for group in ("paraphrase", "duplicate"):
+        cohorts = cohorts_of(getattr(ip, group))
+        items = [i for i in order if groups[i] == group and i not in ip.explicit]
+        if items and len(items) < len(cohorts):
+            raise FactacqError(f"inject.{group}: {len(cohorts)} cohorts ("
+                               f"{', '.join(c.label for c in cohorts)}) but only {len(items)} items to "
+                               f"deal to them; give fewer counts or intervals, or more items")
+        cohort_of.update({item_id: cohorts[m % len(cohorts)] for m, item_id in enumerate(items)})
     events = []
-    for n, item_id in enumerate(injection_order(groups)):
+    for n, item_id in enumerate(order):
         group = groups[item_id]
         start = ip.first_step + n * ip.stagger
         if item_id in ip.explicit:
-            steps = sorted(ip.explicit[item_id])
+            steps, label = sorted(ip.explicit[item_id]), EXPLICIT
         elif group == "once":
-            steps = [start]
+            steps, label = [start], SINGLE
         else:
-            sched = getattr(ip, group)
-            steps = [start + k * sched.interval for k in range(sched.count)]
+            cohort = cohort_of[item_id]
+            steps, label = [start + o for o in cohort.offsets], cohort.label
         for k, step in enumerate(steps):
             text = k if group == "paraphrase" else 0
             if group == "paraphrase":
@@ -149,7 +238,7 @@ def plan_of(params: Params, ks, groups: dict[str, str],
                 if k >= n_texts:
                     raise FactacqError(f"inject.paraphrase.count: item {item_id!r} is injected {len(steps)} "
                                        f"times but has only {n_texts} texts (passage + paraphrases)")
-            events.append(Injection(int(step), item_id, group, text))
+            events.append(Injection(int(step), item_id, group, text, label))
     if not events:
         raise FactacqError("inject: the plan injects nothing (no paraphrase, duplicate or once items)")
     last = max(e.step for e in events)
@@ -158,6 +247,11 @@ def plan_of(params: Params, ks, groups: dict[str, str],
         if ev.step >= total:
             raise FactacqError(f"inject: item {ev.item_id!r} is injected at step {ev.step} but training "
                                f"ends at step {total} (inject.total_steps)")
+    dup = ip.duplicate_background
+    if dup is not None and dup.pool > total * batch_size:
+        raise FactacqError(f"inject.duplicate_background.pool: {dup.pool} rows is more than the run's "
+                           f"{total * batch_size} rows ({total} steps x {batch_size}); the pool is the "
+                           f"first rows of the run's own background")
     limit = ip.max_row_fraction * batch_size
     for step, n_rows in sorted(Counter(e.step for e in events).items()):
         if n_rows > limit:
@@ -280,10 +374,23 @@ def retention_horizon(plan, params: Params) -> int:
     return plan.total_steps - plan.last_step - params.analysis_window
 
 
+def cohort_summary(plan: InjectionPlan) -> dict[str, dict]:
+    """"<scenario> <cohort>" -> its items and its first and last injection step, by scenario."""
+    table = item_schedules(plan)
+    out = {}
+    for scenario in SCENARIOS:
+        part = table[table["scenario"] == scenario]
+        for label, rows in part.groupby("cohort", sort=False, dropna=False):
+            out[f"{scenario} {label}"] = {"items": len(rows), "first_step": int(rows["first_step"].min()),
+                                          "last_step": int(rows["last_step"].max())}
+    return out
+
+
 def describe_plan(params: Params) -> dict:
-    """Steps, injected rows per step, probe evaluations (schedule vs every step) and tokens of the
-    injection run of ``params``, without training (for `factacq run --dry-run`), after
-    :func:`preflight` has checked every input."""
+    """Steps, the cohorts of each scenario group (:func:`cohort_summary`), injected rows per step,
+    probe evaluations (schedule vs every step) and tokens of the injection run of ``params``,
+    without training (for `factacq run --dry-run`), after :func:`preflight` has checked every
+    input."""
     ks, groups, plan, notes = preflight(params)
     pp = params.probe
     probes = probed_probes(ks, groups)
@@ -312,6 +419,7 @@ def describe_plan(params: Params) -> dict:
         "last_injection": plan.last_step,
         "injections": len(plan.events),
         "items": {g: len(v) for g, v in plan.items_by_group.items()},
+        "cohorts": cohort_summary(plan),
         "injected_rows_per_step_max": max(rows.values()),
         "injected_rows_per_step_mean": round(len(plan.events) / plan.total_steps, 4),
         "knowledge_row_share_max": round(max(rows.values()) / batch_size, 4),

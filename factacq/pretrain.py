@@ -113,7 +113,9 @@ def pretrain(params: Params, force: bool = False) -> Path:
     stream = corpus.stream
     pp = params.pretrain
     state = new_state(params, len(tokenizer), tokenizer.eos_token_id, device)
-    stage_at = {step: name for name, step in pp.stages.items()}
+    stage_at: dict[int, list[str]] = {}  # step -> the stages saved there (two names may share one)
+    for name, step in pp.stages.items():
+        stage_at.setdefault(step, []).append(name)
     log = []
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
@@ -123,9 +125,9 @@ def pretrain(params: Params, force: bool = False) -> Path:
                 log.append({"step": state.step, "loss": m["loss"], "lr": m["lr"],
                             "grad_norm": m["grad_norm"], "tokens": state.tokens,
                             "tokens_per_s": m["tokens_per_s"]})
-            if state.step in stage_at:
-                save_checkpoint(state, tmp / "stages" / stage_at[state.step],
-                                extra={"stage": stage_at[state.step], "base": out.name}, tokenizer=tokenizer)
+            for stage in stage_at.get(state.step, ()):
+                save_checkpoint(state, tmp / "stages" / stage,
+                                extra={"stage": stage, "base": out.name}, tokenizer=tokenizer)
 
         train(state, pp.steps, stream_batches(stream, pp.batch_size), on_step=on_step,
               micro_batch_size=pp.micro_batch_size, grad_clip=params.optim.grad_clip, device=device,

@@ -64,7 +64,7 @@ def clusters_of(item_ids) -> np.ndarray | None:
     return np.unique(replicate, return_inverse=True)[1].astype(np.int64)
 
 
-def _labels(run_dirs) -> list[tuple[str, Path]]:
+def run_labels(run_dirs) -> list[tuple[str, Path]]:
     """(replicate label = the run folder's name, folder) for each run folder; names must differ."""
     pairs = [(Path(d).name, Path(d)) for d in run_dirs]
     names = [name for name, _ in pairs]
@@ -77,10 +77,10 @@ def _labels(run_dirs) -> list[tuple[str, Path]]:
 
 def pool_runs(run_dirs: list[Path | str]) -> pd.DataFrame:
     """The run logs (runlog.load_run) of the replicates of one condition, pooled (:func:`pool_frames`)."""
-    return pool_frames({name: load_run(d) for name, d in _labels(run_dirs)})
+    return pool_frames({name: load_run(d) for name, d in run_labels(run_dirs)})
 
 
 def pool_tables(run_dirs: list[Path | str], name: str) -> pd.DataFrame:
     """One per-probe table of `factacq analyze` (tables/<name>.csv, e.g. retainability_points or
     effectivity) of the replicates of one condition, pooled (:func:`pool_frames`)."""
-    return pool_frames({label: read_run_table(d, name) for label, d in _labels(run_dirs)})
+    return pool_frames({label: read_run_table(d, name) for label, d in run_labels(run_dirs)})

@@ -37,6 +37,7 @@ SCHEMA = pa.schema(
         ("first_foil_logprob", pa.float64()),
         ("text_index", pa.int64()),
         ("row", pa.int64()),
+        ("cohort", pa.string()),
         ("loss", pa.float64()),
         ("bg_loss", pa.float64()),
         ("lr", pa.float64()),

@@ -228,7 +228,7 @@ def predict(fit: SuperpositionFit, steps, encounter_steps) -> np.ndarray:
     return fit.predict(steps, encounter_steps)
 
 
-def _quantiles(samples: np.ndarray, ci: float) -> tuple[float, float]:
+def percentile_interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
     """Percentile interval of draws (NaN dropped; ±inf kept: draws that never cross)."""
     samples = np.clip(samples[~np.isnan(samples)], -1e300, 1e300)
     if samples.size == 0:
@@ -269,7 +269,7 @@ def prediction_error(fit: SuperpositionFit, held_out, tolerance: float = 0.2,
             keep = np.isfinite(finals)
             ids = None if tr.item_ids is None else np.asarray(tr.item_ids)[keep]
             samples = _item_samples(finals[keep], ids, n_boot, seed + i)
-            row["final_lo"], row["final_hi"] = _quantiles(samples, ci)
+            row["final_lo"], row["final_hi"] = percentile_interval(samples, ci)
         row["predicted_in_ci"] = (bool(row["final_lo"] <= predicted <= row["final_hi"])
                                   if tr.items is not None else np.nan)
         rows.append(row)
@@ -350,7 +350,7 @@ def net_acquisition(per_item: pd.DataFrame, encounter_steps: dict, horizon: int,
             row.update(net=used.mean(), samples=_item_samples(used.to_numpy(), used.index,
                                                               n_boot, seed + i))
         row.update(n_items=len(used), missing=n - len(used))
-        row["lo"], row["hi"] = _quantiles(row["samples"], ci)
+        row["lo"], row["hi"] = percentile_interval(row["samples"], ci)
         rows.append(row)
     return pd.DataFrame(rows)[["interval", "count", "horizon", "n_items", "missing", "net", "lo",
                                "hi", "note", "samples"]]
@@ -393,7 +393,7 @@ def net_acquisition_threshold(net_table: pd.DataFrame, ci: float = 0.95,
     samples = np.stack(table["samples"].to_numpy()).T
     neg_slope, intercept = loglinear_batch(x[None, :], _up_to_first_nonpositive(samples))
     draws = _crossing(intercept, -neg_slope, h)
-    out["lo"], out["hi"] = _quantiles(draws, ci)
+    out["lo"], out["hi"] = percentile_interval(draws, ci)
     out["defined"] = float(np.isfinite(draws).mean()) if draws.size else np.nan
     lowest = table["interval"].min() / extrapolation
     highest = table["interval"].max() * extrapolation
@@ -446,4 +446,4 @@ def model_threshold(fit: SuperpositionFit, count: int, horizon: float, intervals
 __all__ = ["KERNELS", "GAINS", "SuperpositionModel", "SuperpositionFit", "Trajectory",
            "fit_superposition", "compare_kernels", "predict", "prediction_error",
            "trajectories_from_items", "net_acquisition", "net_acquisition_threshold",
-           "model_net_acquisition", "model_threshold"]
+           "model_net_acquisition", "model_threshold", "percentile_interval"]

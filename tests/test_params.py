@@ -50,6 +50,21 @@ def test_fields_added_later_enter_the_hash_only_when_set():
         Params().section_hash("probe")
 
 
+def test_added_fields_name_fields_that_exist_nested_ones_too():
+    from factacq.params import ADDED_FIELDS
+
+    for *where, name in ADDED_FIELDS:
+        model = Params()
+        for key in where:
+            model = getattr(model, key)
+        assert name in type(model).model_fields, (where, name)
+    # a nested field set to its default leaves the hash alone; another value changes it
+    same = parse_params({"inject": {"duplicate": {"align": "start", "span": None}}})
+    assert same.section_hash() == Params().section_hash()
+    assert parse_params({"inject": {"duplicate": {"align": "end"}}}).section_hash() != \
+        Params().section_hash()
+
+
 def test_extends_merges_over_the_parent(tmp_path):
     (tmp_path / "base.yaml").write_text("name: base\npretrain:\n  steps: 40\n  stages: {late: 40}\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\npretrain:\n  batch_size: 4\n")

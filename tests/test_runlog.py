@@ -23,6 +23,23 @@ def test_append_and_load_round_trip(tmp_path):
     assert list(load_run(tmp_path, record="train")["step"]) == [1]
 
 
+def test_a_chunk_from_before_the_cohort_column_loads_with_null_cohorts(tmp_path):
+    import pyarrow.parquet as pq
+
+    from factacq.runlog import SCHEMA, to_table
+
+    RunLogWriter(tmp_path)  # makes log/
+    old = to_table([{"run_id": "r", "record": "injection", "step": 3, "item_id": "a", "scenario": "once",
+                     "text_index": 0, "row": 5}]).drop_columns(["cohort"])
+    pq.write_table(old, tmp_path / "log" / "chunk-000000.parquet")  # a log written before the column
+    RunLogWriter(tmp_path).append([{"run_id": "r", "record": "injection", "step": 4, "item_id": "b",
+                                    "scenario": "duplicate", "text_index": 0, "row": 1, "cohort": "3x5"}])
+    df = load_run(tmp_path)
+    assert list(df.columns) == SCHEMA.names
+    assert pd.isna(df.loc[0, "cohort"]) and df.loc[1, "cohort"] == "3x5"
+    assert list(df["row"]) == [5, 1]
+
+
 def test_writer_continues_numbering_and_truncates(tmp_path):
     RunLogWriter(tmp_path).append([_probe(0, -1.0)])
     w = RunLogWriter(tmp_path)

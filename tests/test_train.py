@@ -16,7 +16,7 @@ from factacq.corpus import prepare_corpus
 from factacq.errors import FactacqError
 from factacq.params import OptimParams, load_params, parse_params
 from factacq.checkpoint import load_checkpoint, save_checkpoint
-from factacq.pretrain import base_dir, base_key, pretrain, stage_path
+from factacq.pretrain import base_complete, base_dir, base_key, pretrain, stage_path
 from factacq.train import (Batch, TrainState, lr_ratio, make_optimizer, make_scheduler, new_state,
                            row_losses, stream_batches, train, train_step)
 
@@ -153,6 +153,12 @@ def test_pretrain_writes_stages_log_and_reuses_cached_base(tmp_path, capsys):
     b, _ = load_checkpoint(stage_path(longer, "early"))
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(),
                                                   b.model.state_dict().values()))
+    # two stages at one step are both saved (the base was incomplete, and retrained, without one)
+    aliased = small_params(tmp_path, pretrain={"steps": 6, "stages": {"early": 2, "late": 6,
+                                                                       "final": 6}})
+    out3 = pretrain(aliased)
+    assert base_complete(out3, aliased)
+    assert all(load_checkpoint(stage_path(aliased, s))[0].step == 6 for s in ("late", "final"))
     # the CLI prints where the stages are; bad params are one-line errors with exit status 2
     yaml_path = tmp_path / "p.yaml"
     yaml_path.write_text((out / "params.yaml").read_text())
