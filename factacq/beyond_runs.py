@@ -67,13 +67,14 @@ def describe_cohorts(schedules: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def interval_results(run_dirs, horizon: int, measures, scenario: str | None = None,
+def interval_results(run_dirs, horizon: int, measures, scenarios=("duplicate",),
                      kind: str = "memorization") -> dict:
-    """§1 on one condition's runs: {measure: beyond.interval_experiment(...)}."""
+    """§1 on one condition's runs, for each scenario group whose cohorts are spaced (the same
+    passage, or its paraphrases): {scenario: {measure: beyond.interval_experiment(...)}}."""
     frame, schedules = load_condition(run_dirs)
     opts = _options(run_dirs, "window", "n_bins", "iqr_factor", "n_boot", "ci", "seed")
-    return {m: beyond.interval_experiment(frame, schedules, horizon, kind, m, scenario, **opts)
-            for m in measures}
+    return {s: {m: beyond.interval_experiment(frame, schedules, horizon, kind, m, s, **opts)
+                for m in measures} for s in scenarios}
 
 
 def frequency_results(run_dirs, measures, scenario: str | None = None,
@@ -121,20 +122,23 @@ def _row(experiment, quantity, measure, value=np.nan, lo=np.nan, hi=np.nan, deta
 def summary(interval=None, frequency=None, dedup=None, predictive=None) -> pd.DataFrame:
     """One tidy table of every result of notebook 06 (tables/beyond.csv, quoted by the README):
     columns experiment, quantity, measure, value, lo, hi, detail. Each argument maps a measure to
-    the dict its function returned (:func:`interval_experiment`, :func:`frequency_experiment`,
-    :func:`dedup_comparison`, :func:`predictive_model`); None leaves the experiment out."""
+    the dict its function returned (beyond.interval_experiment, frequency_experiment,
+    dedup_comparison, predictive_model; `interval` one level deeper, by scenario first:
+    :func:`interval_results`); None leaves the experiment out."""
     rows = []
-    for measure, r in (interval or {}).items():
-        t, p = r["threshold"], r["paper"]
-        rows.append(_row("§1 interval", "threshold: net-acquisition crossing (steps)", measure,
-                         t["threshold"], t["lo"], t["hi"], t["reason"] or r["agreement"]))
-        rows.append(_row("§1 interval", "threshold: paper reading, x-intercept − h (steps)",
-                         measure, p["prediction"], p["lo"], p["hi"],
-                         f"decay of the {p['decay_from']} items: a = {p['a']:.3g}"))
-        for net in r["net"].itertuples():
-            rows.append(_row("§1 interval", f"net acquisition at interval {net.interval:g}",
-                             measure, net.net, net.lo, net.hi,
-                             f"h = {r['horizon']}, {r['reference']}, {net.n_items} items"))
+    for scenario, by_measure in (interval or {}).items():
+        for measure, r in by_measure.items():
+            t, p = r["threshold"], r["paper"]
+            rows.append(_row("§1 interval", f"{scenario}: threshold, net-acquisition crossing "
+                             f"(steps)", measure, t["threshold"], t["lo"], t["hi"],
+                             t["reason"] or r["agreement"]))
+            rows.append(_row("§1 interval", f"{scenario}: threshold, paper reading x-intercept − h "
+                             f"(steps)", measure, p["prediction"], p["lo"], p["hi"],
+                             f"decay of the {p['decay_from']} items: a = {p['a']:.3g}"))
+            for net in r["net"].itertuples():
+                rows.append(_row("§1 interval", f"{scenario}: net acquisition at interval "
+                                 f"{net.interval:g}", measure, net.net, net.lo, net.hi,
+                                 f"h = {r['horizon']}, {r['reference']}, {net.n_items} items"))
     for measure, r in (frequency or {}).items():
         for f in r["table"].itertuples():
             rows.append(_row("§2 long tail", f"final Δ, {f.scenario} x{f.count}", measure,

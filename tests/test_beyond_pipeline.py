@@ -37,7 +37,7 @@ def _sweep(tmp_path: Path, **fields) -> Path:
                      "inject": {"duplicate_background": {"fraction": 0.2, "pool": 4}}}}],
              "compare": {"dedup": ["interval", "dedup_on"]},
              "notebook_parameters": {"longtail": "interval", "horizon": 4,
-                                     "frequency_scenario": "paraphrase",
+                                     "frequency_scenario": "paraphrase", "interval_scenarios": ["duplicate"],
                                      "fit_cohorts": ["interval:1x", "interval:3x2"],
                                      "heldout_cohorts": ["interval:3x4"]},
              **fields}
@@ -59,13 +59,13 @@ def test_beyond_sweep_renders_notebook_06_with_every_experiment(tmp_path, monkey
     results = pd.read_csv(sweep_dir / "tables" / "beyond.csv")
     assert set(results["experiment"]) == {"§1 interval", "§2 long tail", "§3 dedup", "§4 model"}
     assert set(results["measure"]) == {"adjusted", "contrast", "raw"}
-    for name in ("net_acquisition", "frequency", "dedup", "predictive"):
+    for name in ("net_acquisition_duplicate", "frequency", "dedup", "predictive"):
         assert (sweep_dir / "figures" / f"{name}_adjusted.png").is_file()
     # the table holds what the statistics give for the same run folders
     interval = [sweep_dir / "interval"]
-    again = beyond_runs.interval_results(interval, 4, ["contrast"], "duplicate")["contrast"]
+    again = beyond_runs.interval_results(interval, 4, ["contrast"])["duplicate"]["contrast"]
     row = results[(results["measure"] == "contrast")
-                  & results["quantity"].str.startswith("threshold: paper reading")].iloc[0]
+                  & results["quantity"].str.startswith("duplicate: threshold, paper reading")].iloc[0]
     assert np.isclose(row["value"], again["paper"]["prediction"], rtol=1e-12, equal_nan=True)
     # the duplicated background of dedup_on was used, and recorded
     background = load_sidecar(sweep_dir / "dedup_on")["background"]
