@@ -324,10 +324,12 @@ def _paper_reading(valued, column, sched, items, horizon, window, kind, n_bins, 
     offset = float((points["t_lam"] - last).groupby(points["item_id"]).first().mean())
     mean = metrics.mean_retainability(points, ("kind",), n_bins, iqr_factor)
     draws = paper_reading_threshold(samples["x_intercept_samples"], horizon, offset)
-    lo, hi = sp.percentile_interval(draws, ci)
+    prediction = float(paper_reading_threshold(samples["x_intercept"], horizon, offset))
+    # no x-intercept (a <= 0: R does not fall) means no reading; a CI of the few draws that happen
+    # to fall would describe something the data does not show
+    lo, hi = sp.percentile_interval(draws, ci) if np.isfinite(prediction) else (np.nan, np.nan)
     return {"a": samples["a"], "x_intercept": samples["x_intercept"], "offset": offset,
-            "prediction": float(paper_reading_threshold(samples["x_intercept"], horizon, offset)),
-            "lo": lo, "hi": hi,
+            "prediction": prediction, "lo": lo, "hi": hi,
             "defined": float(np.isfinite(draws).mean()) if draws.size else np.nan,
             "n_items": samples["n_items"],
             "fit": fits.fit_loglinear(mean["t"], mean["retainability"])}

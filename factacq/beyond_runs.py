@@ -134,7 +134,8 @@ def summary(interval=None, frequency=None, dedup=None, predictive=None) -> pd.Da
                              t["reason"] or r["agreement"]))
             rows.append(_row("§1 interval", f"{scenario}: threshold, paper reading x-intercept − h "
                              f"(steps)", measure, p["prediction"], p["lo"], p["hi"],
-                             f"decay of the {p['decay_from']} items: a = {p['a']:.3g}"))
+                             f"decay of the {p['decay_from']} items: a = {p['a']:.3g}, "
+                             f"x-intercept defined in {p['defined']:.0%} of the draws"))
             for net in r["net"].itertuples():
                 rows.append(_row("§1 interval", f"{scenario}: net acquisition at interval "
                                  f"{net.interval:g}", measure, net.net, net.lo, net.hi,

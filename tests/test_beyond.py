@@ -164,6 +164,20 @@ def test_threshold_recovered_and_compared_with_the_paper_reading(interval_run):
     assert contrast["threshold"]["lo"] < LOG_THRESHOLD < contrast["threshold"]["hi"]
 
 
+def test_no_paper_reading_when_the_single_encounters_do_not_decay():
+    # gains that grow with the steps since: R rises, a < 0, so the decay fit has no
+    # x-intercept; the reading is undefined, and so is its CI (not the few draws that fall)
+    # (gains growing as τ^0.05 under noise: a few bootstrap draws do fall, and their far-out
+    # x-intercepts made a CI of ~1e30 to ~1e264 before)
+    run = simulate_run({"2x20": [0, 20], "2x40": [0, 40], "1x": [0]}, n_items=8,
+                       kernel="power", shape=-0.05, g=0.3, noise=0.05)
+    out = beyond.interval_experiment(*run, horizon=HORIZON, n_boot=200)
+    paper = out["paper"]
+    assert paper["a"] < 0 and np.isnan(paper["x_intercept"]) and 0 < paper["defined"] < 0.1
+    assert np.isnan(paper["prediction"]) and np.isnan(paper["lo"]) and np.isnan(paper["hi"])
+    assert "cannot compare" in out["agreement"]
+
+
 def test_paper_reading_is_the_x_intercept_less_the_horizon():
     t = np.geomspace(1, 300, 12)
     fit = fits.fit_loglinear(t, 1 - BETA * np.log10(t))  # the log kernel's retention, exactly
