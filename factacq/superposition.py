@@ -5,7 +5,10 @@ since, on a linear background drift:   Δℓ(t) = ℓ0 + d·(t − t_0) + Σ_{k:
 - kernel f(τ), τ = t − t_k (an injection at step s trains in update s+1, so its gain shows from
   s+1; f = 0 for τ ≤ 0): ``power`` τ^(−alpha); ``exponential`` exp(−(τ−1)/lam); ``log``
   max(0, 1 − beta·log10 τ), the paper's log-linear retention, gone at τ = 10^(1/beta);
-- gain h(k): ``constant`` 1, or ``saturating`` 1/(1 + c·k);
+- gain h(k): ``constant`` 1, ``saturating`` 1/(1 + c·k) (by the encounter's index), or
+  ``headroom`` max(0, 1 − L_k/m), with L_k = Σ_{j<k} g·h(j)·f(t_k − t_j) the gain still held at
+  t_k: an encounter adds less the more of the earlier gains is left (encounters close together add
+  less than spaced ones; m is the ceiling of the held gain, in the units of Δℓ);
 - drift d·(t − t_0), counted from the schedule's first encounter (the issue's d·t, reparametrized
   so that ℓ0 is the same for every schedule: Δℓ is 0 at t_0 by construction); fitted, or fixed
   with ``drift=`` (e.g. the control group's slope).
@@ -22,8 +25,8 @@ within items (the default); for h > Δ the item's own t_first + h already holds 
 (the issue's formula would go negative at short intervals), so a single-encounter group is the
 reference (``reference=``). Without drift and with constant gain the model's net is
 Σ_m g·f(h + mΔ) ≥ 0: it reaches 0 only where f does (log kernel: Δ* = 10^(1/beta) − h for every
-k, the paper's x-intercept argument) and goes below 0 only with d < 0 or a saturating gain; a
-power kernel alone never crosses.
+k, the paper's x-intercept argument) and goes below 0 only with d < 0 or a saturating or headroom
+gain; a power kernel alone never crosses.
 
 **Threshold.** :func:`net_acquisition_threshold` fits net = A + B·log10(Δ + h) (Δ + h: the age of the
 latest earlier gain when net is read; exact for the log kernel at k = 2, an approximation for
@@ -47,24 +50,42 @@ from factacq.metrics import resampled_means
 from factacq.replicates import clusters_of
 
 KERNELS = {"power": "alpha", "exponential": "lam", "log": "beta"}  # kernel -> shape parameter
-GAINS = ("constant", "saturating")
-PARAMETERS = ("l0", "d", "g", "alpha", "lam", "beta", "c")
+GAINS = ("constant", "saturating", "headroom")
+PARAMETERS = ("l0", "d", "g", "alpha", "lam", "beta", "c", "m")
+
+
+def _kernel(tau, kernel, alpha, lam, beta):
+    """f(τ) for τ >= 1 (the caller masks τ <= 0)."""
+    if kernel == "power":
+        return tau ** -alpha
+    if kernel == "exponential":
+        return np.exp(-(tau - 1) / lam)
+    return np.clip(1 - beta * np.log10(tau), 0, None)
+
+
+def _headroom_gains(encounters, g, m, kernel, alpha, lam, beta):
+    """Per row and encounter k: g·max(0, 1 − L_k/m), L_k = Σ_{j<k} gain_j·f(t_k − t_j), the gain
+    still held at t_k from the earlier encounters (n, K; 0 for NaN padding)."""
+    gains = np.zeros(encounters.shape)
+    for k in range(encounters.shape[1]):
+        tau = encounters[:, k, None] - encounters[:, :k]
+        f = _kernel(np.where(tau > 0, tau, 1.0), kernel, alpha, lam, beta)
+        held = (np.where(tau > 0, f, 0) * gains[:, :k]).sum(axis=1)
+        gains[:, k] = np.where(np.isfinite(encounters[:, k]), g * np.clip(1 - held / m, 0, None), 0)
+    return gains
 
 
 def _delta_logprob(t, encounters, l0=0.0, d=0.0, g=1.0, alpha=0.0, lam=1.0, beta=0.0, c=0.0,
-                   kernel="power"):
+                   m=1.0, kernel="power", gain="constant"):
     """Model Δℓ at steps t (n,), each with its schedule's encounter steps (n, K; NaN-padded)."""
     tau = t[:, None] - encounters
     active = tau > 0  # NaN padding compares False
-    tau = np.where(active, tau, 1.0)
-    if kernel == "power":
-        f = tau ** -alpha
-    elif kernel == "exponential":
-        f = np.exp(-(tau - 1) / lam)
-    else:
-        f = np.clip(1 - beta * np.log10(tau), 0, None)
-    gain = g / (1 + c * np.arange(encounters.shape[1]))
-    return l0 + d * (t - encounters[:, 0]) + (np.where(active, f, 0) * gain).sum(axis=1)
+    f = _kernel(np.where(active, tau, 1.0), kernel, alpha, lam, beta)
+    if gain == "headroom":
+        gains = _headroom_gains(encounters, g, m, kernel, alpha, lam, beta)
+    else:  # constant: c stays 0
+        gains = g / (1 + c * np.arange(encounters.shape[1]))
+    return l0 + d * (t - encounters[:, 0]) + (np.where(active, f, 0) * gains).sum(axis=1)
 
 
 @dataclass
@@ -121,9 +142,11 @@ class SuperpositionModel:
                 raise FactacqError(f"SuperpositionModel: {name} must be one of "
                                    f"{', '.join(options)}, got {value!r}")
         self.kernel, self.gain = kernel, gain
-        names = ["l0", "d", "g", KERNELS[kernel]] + (["c"] if gain == "saturating" else [])
+        names = ["l0", "d", "g", KERNELS[kernel]] + {"saturating": ["c"], "headroom": ["m"]}.get(
+            gain, [])
         self.model = lmfit.Model(_delta_logprob, independent_vars=["t", "encounters"],
-                                 param_names=names, kernel=kernel, name=f"{kernel}/{gain}")
+                                 param_names=names, kernel=kernel, gain=gain,
+                                 name=f"{kernel}/{gain}")
 
     def make_params(self, t, y, drift=None, offset=None) -> lmfit.Parameters:
         """Starting values and bounds; `drift` / `offset` fix d / ℓ0 to a value (None = free)."""
@@ -132,6 +155,7 @@ class SuperpositionModel:
             l0=0.0 if offset is None else offset, d=0.0 if drift is None else drift,
             g=float(np.nanmax(np.abs(y))) or 1.0, alpha=dict(value=0.3, min=0, max=10),
             lam=dict(value=span / 4, min=1e-3, max=1e7), c=dict(value=0.1, min=0, max=1e3),
+            m=dict(value=2 * (float(np.nanmax(np.abs(y))) or 1.0), min=1e-3, max=1e4),
             beta=dict(value=1 / np.log10(2 * span), min=0, max=10))
         params["d"].vary, params["l0"].vary = drift is None, offset is None
         return params

@@ -74,13 +74,55 @@ def test_aic_picks_the_generating_kernel():
                                  "power")]:
         table = sp.compare_kernels(data, kernels=("power", "exponential"))
         assert set(table["kernel"] + "/" + table["gain"]) == {
-            "power/constant", "power/saturating", "exponential/constant",
-            "exponential/saturating"}
+            "power/constant", "power/saturating", "power/headroom", "exponential/constant",
+            "exponential/saturating", "exponential/headroom"}
         best = table.groupby("kernel")["aic"].min()
         assert best[winner] < best[loser] - 10
         assert table.loc[table["best"], "kernel"].item() == winner
         assert table["delta_aic"].min() == 0 and (table["note"] == "").all()
         assert {"alpha", "alpha_stderr", "lam", "lam_stderr", "c", "bic", "redchi"} <= set(table)
+
+
+def test_headroom_gain_by_hand():
+    # exponential kernel, λ = 20: the first encounter's gain, 1, is exp(−9/20) = 0.6376 held at the
+    # second (τ = 10: f = exp(−(τ − 1)/λ)), which then adds 1·(1 − 0.6376/2) with a ceiling m = 2
+    enc = np.array([[0.0, 10.0]])
+    held = np.exp(-9 / 20)
+    second = 1 - held / 2
+    at = sp._delta_logprob(np.array([15.0]), enc, g=1.0, lam=20.0, m=2.0, kernel="exponential",
+                           gain="headroom")
+    assert at[0] == pytest.approx(np.exp(-14 / 20) + second * np.exp(-4 / 20), rel=1e-12)
+    # a ceiling far above any held gain is the constant gain (1 − L/m differs from 1 by < 1e-8)
+    steps = np.arange(0.0, 400.0)
+    encs = np.repeat(schedule(8, 10)[None, :].astype(float), steps.size, axis=0)
+    far = sp._delta_logprob(steps, encs, g=0.7, alpha=0.3, m=1e9, gain="headroom")
+    constant = sp._delta_logprob(steps, encs, g=0.7, alpha=0.3)
+    assert np.abs(far - constant).max() < 1e-7 * np.abs(constant).max()
+    # a NaN-padded encounter adds nothing
+    padded = np.repeat(np.array([[0.0, 10.0, np.nan]]), 1, axis=0)
+    assert sp._delta_logprob(np.array([15.0]), padded, g=1.0, lam=20.0, m=2.0,
+                             kernel="exponential", gain="headroom")[0] == pytest.approx(at[0])
+
+
+def test_fit_recovers_a_known_headroom_superposition():
+    """Encounters close together add less (the gain still held eats the headroom): a headroom
+    model is recovered, and AIC prefers it to the constant and saturating gains."""
+    truth = dict(g=0.9, lam=60.0, m=1.5)
+    rng = np.random.default_rng(5)
+    trs = []
+    for count, interval in [(8, 5), (8, 25), (4, 100), (1, 1)]:
+        enc = schedule(count, interval).astype(float)
+        steps = np.arange(0.0, enc[-1] + 300)
+        mean = sp._delta_logprob(steps, np.repeat(enc[None, :], steps.size, axis=0),
+                                 kernel="exponential", gain="headroom", **truth)
+        trs.append(sp.Trajectory(steps, enc, mean + rng.normal(0, 0.01, steps.size),
+                                 name=f"{count}x{interval}"))
+    fit = sp.fit_superposition(trs, "exponential", "headroom", drift=0.0, offset=0.0)
+    for name, value in truth.items():
+        assert abs(fit.params[name] - value) <= 3 * fit.stderr[name], (name, fit.params[name])
+    table = sp.compare_kernels(trs, kernels=("exponential",), drift=0.0, offset=0.0)
+    assert table.loc[table["best"], "gain"].item() == "headroom"
+    assert table.set_index("gain")["delta_aic"].drop("headroom").min() > 10
 
 
 def with_items(count, interval, n_items=30, noise=0.02, seed=3, after=300, **truth):
@@ -228,7 +270,7 @@ def test_model_threshold_matches_the_analytic_crossing():
     (lambda: sp.SuperpositionModel(kernel="gauss"),
      "kernel must be one of power, exponential, log, got 'gauss'"),
     (lambda: sp.fit_superposition([([0, 1], [0], [0, 1])], gain="linear"),
-     "gain must be one of constant, saturating, got 'linear'"),
+     "gain must be one of constant, saturating, headroom, got 'linear'"),
     (lambda: sp.net_acquisition(pd.DataFrame({"item_id": ["a"]}), {}, 10),
      "net_acquisition: per_item is missing columns ['interval', 'step', 'delta_logprob']"),
     (lambda: sp.net_acquisition(pd.DataFrame({"item_id": ["a"], "interval": [5], "step": [0],
