@@ -193,14 +193,34 @@ def paper_reading_threshold(x_intercept, horizon: float, offset=0.0):
     return np.asarray(x_intercept, float) + offset - horizon
 
 
-def _agreement(name_a, a, name_b, b) -> str:
-    """One line: two estimates (value, lo, hi), whether their CIs overlap, and their ratio."""
+def _agreement(crossing, reading, net: pd.DataFrame) -> str:
+    """One line on how the measured threshold and the paper's reading agree. Both (value, lo, hi)
+    defined: whether their CIs overlap, and their ratio. No measured crossing but a reading: the
+    measured net acquisition at the intervals past the reading's CI (still above 0 there: the
+    reading comes too early) or before it (already below 0: too late), else consistent within the
+    measured intervals."""
     text = lambda e: f"{e[0]:.4g} [{e[1]:.4g}, {e[2]:.4g}]"  # noqa: E731
-    if not (np.isfinite(a[0]) and np.isfinite(b[0])):
-        return f"{name_a} {text(a)}, {name_b} {text(b)}: cannot compare (one is undefined)"
-    overlap = max(a[1], b[1]) <= min(a[2], b[2])
-    return (f"{name_a} {text(a)} vs {name_b} {text(b)}: CIs "
-            f"{'overlap' if overlap else 'do not overlap'}, ratio {a[0] / b[0]:.2f}")
+    head = f"crossing {text(crossing)}, paper reading {text(reading)}"
+    if np.isfinite(crossing[0]) and np.isfinite(reading[0]):
+        overlap = max(crossing[1], reading[1]) <= min(crossing[2], reading[2])
+        return (f"{head}: CIs {'overlap' if overlap else 'do not overlap'}, ratio "
+                f"{crossing[0] / reading[0]:.2f}")
+    if not np.isfinite(reading[0]):
+        return f"{head}: no paper reading to compare (its decay fit has no x-intercept)"
+    rows = net.dropna(subset=["net"]).sort_values("interval")
+    later = rows[(rows["interval"] > reading[2]) & (rows["lo"] > 0)]
+    earlier = rows[(rows["interval"] < reading[1]) & (rows["hi"] < 0)]
+    if len(later):
+        r = later.iloc[-1]
+        return (f"{head}: net acquisition is still above 0 at interval {r['interval']:g} "
+                f"({r['net']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]), past the reading's CI: the "
+                f"reading puts the threshold too early")
+    if len(earlier):
+        r = earlier.iloc[0]
+        return (f"{head}: net acquisition is already below 0 at interval {r['interval']:g} "
+                f"({r['net']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]), before the reading's CI: the "
+                f"reading puts the threshold too late")
+    return f"{head}: no measured crossing; the measured intervals do not contradict the reading"
 
 
 def interval_experiment(frame, schedules, horizon: int, kind: str = "memorization",
@@ -268,7 +288,7 @@ def interval_experiment(frame, schedules, horizon: int, kind: str = "memorizatio
     positive = net.loc[net["lo"] > 0, "interval"]
     return {"net": net.drop(columns="samples"), "threshold": threshold, "paper": paper,
             "summary": summary.assign(measure=measure, horizon=horizon),
-            "agreement": _agreement("crossing", crossing, "paper reading", reading),
+            "agreement": _agreement(crossing, reading, net),
             "last_positive_interval": float(positive.max()) if len(positive) else np.nan,
             "reference": (reference or "single-encounter items") if use_reference else "paired",
             "count": count, "measure": measure, "horizon": horizon}
@@ -558,7 +578,8 @@ def predictive_model(runs, fit_cohorts, heldout_cohorts, kind: str = "memorizati
                f"{'met' if within == len(out) else 'missed'} (worst {worst['schedule']}: "
                f"{worst['rel_error']:+.0%})")
     return {"kernels": table, "best": best.to_dict(), "fit": fit, "predictions": predictions,
-            "curves": curves, "threshold": threshold, "verdict": verdict, "measure": measure}
+            "curves": curves, "threshold": threshold, "verdict": verdict, "measure": measure,
+            "tolerance": tolerance}
 
 
 __all__ = ["MEASURES", "check_schedules", "pool_replicates", "measure_values", "cohort_deltas",

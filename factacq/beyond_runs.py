@@ -154,14 +154,18 @@ def summary(interval=None, frequency=None, dedup=None, predictive=None) -> pd.Da
                              f"{d.reference}", measure, d.difference, d.lo, d.hi,
                              f"{d.value:.4g} vs {d.reference_value:.4g}"))
     for measure, r in (predictive or {}).items():
-        for pred in r["predictions"][r["predictions"]["role"] == "held-out"].itertuples():
-            rows.append(_row("§4 model", f"held-out final Δ, {pred.schedule}", measure,
-                             pred.final_predicted, pred.final_lo, pred.final_hi,
-                             f"measured {pred.final_measured:.4g}, relative error "
+        held = r["predictions"][r["predictions"]["role"] == "held-out"]
+        for pred in held.itertuples():
+            rows.append(_row("§4 model", f"held-out final Δ measured, {pred.schedule}", measure,
+                             pred.final_measured, pred.final_lo, pred.final_hi,
+                             f"predicted {pred.final_predicted:.4g}, relative error "
                              f"{pred.rel_error:+.0%}, RMSE {pred.rmse:.3g}"))
+        rows.append(_row("§4 model", f"held-out cohorts within {r['tolerance']:.0%} (of "
+                         f"{len(held)})", measure, held["within_tolerance"].sum(),
+                         detail=r["verdict"]))
         t = r["threshold"]
         rows.append(_row("§4 model", "threshold: the fitted model's crossing (steps)", measure,
-                         t["threshold"], detail=t.get("reason") or r["verdict"]))
+                         t["threshold"], detail=t.get("reason") or "within the measured intervals"))
     return pd.DataFrame(rows, columns=["experiment", "quantity", "measure", "value", "lo", "hi",
                                        "detail"])
 

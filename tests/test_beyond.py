@@ -175,7 +175,21 @@ def test_no_paper_reading_when_the_single_encounters_do_not_decay():
     paper = out["paper"]
     assert paper["a"] < 0 and np.isnan(paper["x_intercept"]) and 0 < paper["defined"] < 0.1
     assert np.isnan(paper["prediction"]) and np.isnan(paper["lo"]) and np.isnan(paper["hi"])
-    assert "cannot compare" in out["agreement"]
+    assert "no paper reading to compare" in out["agreement"]
+
+
+def test_agreement_without_a_measured_crossing_reads_the_net_past_the_reading():
+    net = pd.DataFrame({"interval": [10.0, 100.0, 400.0], "net": [1.2, 0.9, 0.7],
+                        "lo": [0.9, 0.6, 0.4], "hi": [1.5, 1.2, 1.0]})
+    nan = (np.nan, np.nan, np.nan)
+    late = beyond._agreement(nan, (290.0, 160.0, 630.0), net)
+    assert "consistent" not in late and "do not contradict" in late  # 400 is inside the CI
+    early = beyond._agreement(nan, (150.0, 80.0, 280.0), net)
+    assert "still above 0 at interval 400" in early and "too early" in early
+    below = net.assign(net=[-0.5, 0.1, 0.0], lo=[-0.8, -0.2, -0.3], hi=[-0.2, 0.4, 0.3])
+    assert "already below 0 at interval 10" in beyond._agreement(nan, (150.0, 80.0, 280.0), below)
+    both = beyond._agreement((500.0, 120.0, 3000.0), (150.0, 80.0, 280.0), net)
+    assert "CIs overlap, ratio 3.33" in both
 
 
 def test_paper_reading_is_the_x_intercept_less_the_horizon():
