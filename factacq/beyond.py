@@ -193,7 +193,7 @@ def paper_reading_threshold(x_intercept, horizon: float, offset=0.0):
     return np.asarray(x_intercept, float) + offset - horizon
 
 
-def _agreement(crossing, reading, net: pd.DataFrame) -> str:
+def _agreement(crossing, reading, net: pd.DataFrame, ci: float = 0.95) -> str:
     """One line on how the measured threshold and the paper's reading agree. Both (value, lo, hi)
     defined: whether their CIs overlap, and their ratio. No measured crossing but a reading: the
     measured net acquisition at the intervals past the reading's CI (still above 0 there: the
@@ -220,6 +220,11 @@ def _agreement(crossing, reading, net: pd.DataFrame) -> str:
         return (f"{head}: net acquisition is already below 0 at interval {r['interval']:g} "
                 f"({r['net']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]), before the reading's CI: the "
                 f"reading puts the threshold too late")
+    if crossing[1] > reading[2] or crossing[2] < reading[1]:  # only the extrapolated draws
+        side = "past" if crossing[1] > reading[2] else "before"
+        return (f"{head}: no crossing within the measured intervals; the line through the net "
+                f"acquisition crosses 0 {side} the reading's CI in {ci:.0%} of the draws (an "
+                f"extrapolation), while the measured intervals do not contradict the reading")
     return f"{head}: no measured crossing; the measured intervals do not contradict the reading"
 
 
@@ -288,7 +293,7 @@ def interval_experiment(frame, schedules, horizon: int, kind: str = "memorizatio
     positive = net.loc[net["lo"] > 0, "interval"]
     return {"net": net.drop(columns="samples"), "threshold": threshold, "paper": paper,
             "summary": summary.assign(measure=measure, horizon=horizon),
-            "agreement": _agreement(crossing, reading, net),
+            "agreement": _agreement(crossing, reading, net, ci),
             "last_positive_interval": float(positive.max()) if len(positive) else np.nan,
             "reference": (reference or "single-encounter items") if use_reference else "paired",
             "count": count, "measure": measure, "horizon": horizon}

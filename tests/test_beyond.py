@@ -188,6 +188,8 @@ def test_agreement_without_a_measured_crossing_reads_the_net_past_the_reading():
     assert "still above 0 at interval 400" in early and "too early" in early
     below = net.assign(net=[-0.5, 0.1, 0.0], lo=[-0.8, -0.2, -0.3], hi=[-0.2, 0.4, 0.3])
     assert "already below 0 at interval 10" in beyond._agreement(nan, (150.0, 80.0, 280.0), below)
+    beyond_ci = beyond._agreement((np.nan, 1165.0, 2e5), (290.0, 160.0, 630.0), net)
+    assert "crosses 0 past the reading's CI in 95% of the draws" in beyond_ci
     both = beyond._agreement((500.0, 120.0, 3000.0), (150.0, 80.0, 280.0), net)
     assert "CIs overlap, ratio 3.33" in both
 
