@@ -296,7 +296,9 @@ def interval_experiment(frame, schedules, horizon: int, kind: str = "memorizatio
             "agreement": _agreement(crossing, reading, net, ci),
             "last_positive_interval": float(positive.max()) if len(positive) else np.nan,
             "reference": (reference or "single-encounter items") if use_reference else "paired",
-            "count": count, "measure": measure, "horizon": horizon}
+            "count": count, "measure": measure,
+            "scenario": labelled.loc[labelled["label"] != REFERENCE, "scenario"].iloc[0],
+            "horizon": horizon}
 
 
 def _interval_labels(sched, horizon, count, reference, scenario) -> tuple[pd.Series, int, bool]:

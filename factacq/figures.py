@@ -337,7 +337,8 @@ def fig_net_acquisition(result: dict):
     _log_ticks(ax, net["interval"])
     ax.set_xlabel("interval Δ between encounters (steps)")
     ax.set_ylabel(f"net acquisition at h = {h} ({result['measure']})")
-    ax.set_title(f"{result['count']} encounters, reference: {result['reference']}")
+    ax.set_title(f"{result.get('scenario', '')} x{result['count']}, reference: "
+                 f"{result['reference']}".strip())
     ax.legend(fontsize="x-small")
     return fig
 

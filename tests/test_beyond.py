@@ -138,7 +138,7 @@ def test_threshold_recovered_and_compared_with_the_paper_reading(interval_run):
     out = beyond.interval_experiment(*interval_run, horizon=HORIZON, n_boot=400, seed=1)
     net = out["net"]
     assert list(net["interval"]) == INTERVALS and (net["n_items"] == 30).all()
-    assert out["reference"] == "paired" and out["count"] == 2
+    assert out["reference"] == "paired" and out["count"] == 2 and out["scenario"] == "duplicate"
     expected = 1 - BETA * np.log10(np.array(INTERVALS) + HORIZON)
     assert np.all(np.abs(net["net"] - np.maximum(expected, 0)) < net["hi"] - net["lo"])  # ~4 SE
     crossing = out["threshold"]
