@@ -519,6 +519,7 @@ def test_figures_of_the_four_experiments(interval_run):
     fig = figures.fig_net_acquisition(result)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and "net acquisition" in ax.get_ylabel()
+    assert ax.get_title() == "duplicate x2, reference: paired"
     marks = {ln.get_linestyle(): ln.get_xdata()[0] for ln in ax.get_lines()
              if len(set(ln.get_xdata())) == 1}
     assert marks["--"] == pytest.approx(result["threshold"]["threshold"])
@@ -544,3 +545,25 @@ def test_figures_of_the_four_experiments(interval_run):
     assert [ax.get_title() for ax in fig.axes] == ["fit cohorts", "held-out cohorts"]
     assert len(fig.axes[0].get_lines()) == 4 and len(fig.axes[1].get_lines()) == 2
     plt.close(fig)
+
+
+def test_summary_gives_the_measured_held_out_final_with_its_ci_and_the_count_within_tolerance():
+    from factacq import beyond_runs
+
+    predictions = pd.DataFrame({
+        "schedule": ["8x25", "8x10", "8x200"], "role": ["fit", "held-out", "held-out"],
+        "final_measured": [1.0, 2.0, 0.5], "final_lo": [0.8, 1.7, 0.3], "final_hi": [1.2, 2.3, 0.7],
+        "final_predicted": [1.0, 2.3, 0.9], "rel_error": [0.0, 0.15, 0.8], "rmse": [0.1, 0.2, 0.3],
+        "within_tolerance": [True, True, False]})
+    result = {"predictions": predictions, "tolerance": 0.2, "verdict": "1 of 2 held-out within 20%",
+              "threshold": {"threshold": np.nan, "reason": "no crossing up to 800"}}
+    table = beyond_runs.summary(predictive={"adjusted": result})
+    held = table[table["quantity"].str.startswith("held-out final Δ measured")]
+    assert list(held["quantity"]) == ["held-out final Δ measured, 8x10",
+                                      "held-out final Δ measured, 8x200"]
+    assert list(held["value"]) == [2.0, 0.5] and list(held["lo"]) == [1.7, 0.3]
+    assert "predicted 2.3, relative error +15%" in held["detail"].iloc[0]
+    count = table[table["quantity"] == "held-out cohorts within 20% (of 2)"].iloc[0]
+    assert count["value"] == 1 and count["detail"] == result["verdict"]
+    threshold = table[table["quantity"].str.startswith("threshold")].iloc[0]
+    assert np.isnan(threshold["value"]) and threshold["detail"] == "no crossing up to 800"
